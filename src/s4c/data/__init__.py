@@ -1,0 +1,1 @@
+"""Cohorts on disk: the manifest format and the synthetic phantom generator."""

@@ -1,0 +1,1 @@
+"""Evaluation: overlap and per-case detection metrics, and the paper's table layouts."""

@@ -1,0 +1,1 @@
+"""Inference: tiling, overlap voting, the sliding-window driver and the end-to-end pipeline."""

@@ -1,0 +1,39 @@
+"""Predictors: callables from a float32 HU batch (N, 1, P, P, P) to uint8 labels (N, P, P, P).
+
+Normalisation happens here, per batch, so the sliding window can tile the raw int16 HU volume and
+no float32 copy of the whole volume is ever made.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from s4c.checkpoint import ModelSpec, load_checkpoint
+from s4c.preprocessing import Normalization
+
+
+class TorchPredictor:
+    """Runs an :class:`~s4c.network.S4CNet` in PyTorch and returns the per-voxel argmax."""
+
+    def __init__(self, model, spec: ModelSpec, device: str | None = None) -> None:
+        import torch
+
+        self.torch = torch
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = model.to(self.device).eval()
+        self.spec = spec
+        self.normalization: Normalization = spec.normalization
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | None = None) -> TorchPredictor:
+        model, spec = load_checkpoint(path)
+        return cls(model, spec, device)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        x = self.normalization.apply(batch)
+        with self.torch.inference_mode():
+            logits = self.model(self.torch.from_numpy(x).to(self.device))
+            labels = logits.argmax(dim=1).to(self.torch.uint8)
+        return labels.cpu().numpy()

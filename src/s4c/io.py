@@ -1,0 +1,89 @@
+"""The one NIfTI load/save pair of the project.
+
+Arrays are returned Z, Y, X: nibabel's voxel order (i, j, k) reversed. The affine kept in a
+:class:`Volume` is the file's own, which maps (i, j, k) = (X, Y, Z) indices to world millimetres, so
+``save_nifti(path, vol.array, vol.affine)`` writes back the same grid it was loaded from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from s4c.validation import check_spacing
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A 3-D image on a grid.
+
+    ``array`` is (Z, Y, X); ``spacing`` is (Z, Y, X) mm; ``affine`` is the NIfTI 4x4 (i, j, k) -> world.
+    """
+
+    array: np.ndarray
+    spacing: tuple[float, float, float]
+    affine: np.ndarray
+
+
+def spacing_from_affine(affine: np.ndarray) -> tuple[float, float, float]:
+    """Voxel sizes (Z, Y, X) in mm: the column norms of the affine, reversed into array order."""
+    zooms = np.sqrt((np.asarray(affine, dtype=np.float64)[:3, :3] ** 2).sum(axis=0))
+    return check_spacing(zooms[::-1], "affine voxel size")
+
+
+def affine_from_spacing(spacing, origin=(0.0, 0.0, 0.0)) -> np.ndarray:
+    """An axis-aligned RAS affine for a (Z, Y, X) spacing; ``origin`` is the world (x, y, z) of voxel 0."""
+    sz, sy, sx = check_spacing(spacing)
+    affine = np.diag([sx, sy, sz, 1.0])
+    affine[:3, 3] = origin
+    return affine
+
+
+def load_nifti(path: str | Path) -> Volume:
+    """Load a 3-D NIfTI file as a (Z, Y, X) array with ``scl_slope``/``scl_inter`` applied.
+
+    The stored dtype is kept when the scaling is the identity; otherwise nibabel returns floats.
+    Raises ``ValueError`` for anything that is not a readable 3-D volume with a usable affine.
+    """
+    path = Path(path)
+    try:
+        img = nib.load(str(path))
+        data = np.asanyarray(img.dataobj)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # nibabel raises many types for corrupt files
+        raise ValueError(f"cannot read NIfTI file {path.name}: {exc}") from exc
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise ValueError(f"{path.name}: expected a 3-D volume, got shape {data.shape}")
+    affine = np.asarray(img.affine, dtype=np.float64)
+    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise ValueError(f"{path.name}: affine is singular or not finite")
+    spacing = spacing_from_affine(affine)
+    return Volume(np.ascontiguousarray(data.transpose(2, 1, 0)), spacing, affine)
+
+
+def save_nifti(path: str | Path, array: np.ndarray, affine: np.ndarray) -> Path:
+    """Write a (Z, Y, X) array to ``path`` with ``affine`` ((i, j, k) -> world), keeping its dtype.
+
+    Header text fields are left empty and no extensions are written, so no identifying text leaks.
+    """
+    if array.ndim != 3:
+        raise ValueError(f"expected a 3-D (Z, Y, X) array, got shape {array.shape}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = nib.Nifti1Image(np.asarray(array).transpose(2, 1, 0), np.asarray(affine, dtype=np.float64))
+    img.header.set_data_dtype(array.dtype)
+    img.header.set_xyzt_units("mm", "sec")
+    img.header["descrip"] = b""
+    img.header["aux_file"] = b""
+    img.set_qform(img.affine, code=1)
+    img.set_sform(img.affine, code=1)
+    # Unscaled storage: the array's values are the values on disk.
+    img.header.set_slope_inter(1.0, 0.0)
+    nib.save(img, str(path))
+    return path

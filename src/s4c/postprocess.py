@@ -1,0 +1,215 @@
+"""The paper's classification rules (section 2.2), applied to a (Z, Y, X) label volume.
+
+1. Find the 26-connected components of the pancreas set {1, 2, 3}; the largest is C_max (on a size
+   tie, the one whose first voxel comes first in Z, Y, X raster order).
+2. Keep C_max, every component with more than ``keep_ratio`` x |C_max| voxels, and every component
+   whose minimum Euclidean distance (in voxels, centre to centre) to C_max is below
+   ``keep_distance``. Zero every other component.
+3. The phase is abnormal if the kept tumour voxels reach ``min_tumor_voxels`` or the kept duct
+   voxels reach ``min_duct_voxels``. Dual phase: abnormal if any phase is abnormal (:func:`fuse`).
+
+Cost: one cc3d labelling and one statistics pass over the volume; everything else works inside
+bounding boxes (the distance transform only inside C_max's box grown by ``keep_distance``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import cc3d
+import numpy as np
+from scipy import ndimage
+
+from s4c.labels import DUCT, KEEP_DISTANCE, KEEP_RATIO, MIN_DUCT_VOXELS, MIN_TUMOR_VOXELS, TUMOR
+from s4c.validation import check_labels, check_spacing
+
+Box = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
+
+
+@dataclass(frozen=True)
+class TumorComponent:
+    """One kept 26-connected tumour component.
+
+    ``centroid`` is (z, y, x) in voxel indices of the input grid; ``bbox`` is half-open
+    ((z0, z1), (y0, y1), (x0, x1)); ``volume_ml`` is None when no spacing was given.
+    """
+
+    voxels: int
+    volume_ml: float | None
+    centroid: tuple[float, float, float]
+    bbox: Box
+
+    def to_dict(self) -> dict:
+        return {"voxels": self.voxels, "volume_ml": self.volume_ml,
+                "centroid_zyx": list(self.centroid), "bbox_zyx": [list(b) for b in self.bbox]}
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome of :func:`classify` for one phase.
+
+    ``labels`` is the filtered (Z, Y, X) uint8 copy; the caller's array is never modified.
+    """
+
+    abnormal: bool
+    tumor_voxels: int
+    duct_voxels: int
+    labels: np.ndarray = field(repr=False)
+    tumors: tuple[TumorComponent, ...]
+    pancreas_voxels: int
+    components: int
+    components_kept: int
+    thresholds: dict
+
+    def to_dict(self) -> dict:
+        """JSON-ready summary (everything except the label array)."""
+        return {
+            "abnormal": self.abnormal,
+            "tumor_voxels": self.tumor_voxels,
+            "duct_voxels": self.duct_voxels,
+            "pancreas_voxels": self.pancreas_voxels,
+            "components": self.components,
+            "components_kept": self.components_kept,
+            "tumors": [t.to_dict() for t in self.tumors],
+            "thresholds": dict(self.thresholds),
+        }
+
+
+def _check_count(value: int, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    return int(value)
+
+
+def _grow(box: tuple[slice, slice, slice], margin: int, shape: Sequence[int]) -> tuple[slice, ...]:
+    return tuple(slice(max(0, s.start - margin), min(n, s.stop + margin)) for s, n in zip(box, shape, strict=True))
+
+
+def _union(boxes: Sequence[tuple[slice, slice, slice]]) -> tuple[slice, ...]:
+    return tuple(slice(min(b[a].start for b in boxes), max(b[a].stop for b in boxes)) for a in range(3))
+
+
+def _box_volume(box: tuple[slice, ...]) -> int:
+    return math.prod(s.stop - s.start for s in box)
+
+
+def _overlaps(a: tuple[slice, ...], b: tuple[slice, ...]) -> bool:
+    return all(x.start < y.stop and y.start < x.stop for x, y in zip(a, b, strict=True))
+
+
+def classify(
+    labels: np.ndarray,
+    spacing: Sequence[float] | None = None,
+    *,
+    min_tumor_voxels: int = MIN_TUMOR_VOXELS,
+    min_duct_voxels: int = MIN_DUCT_VOXELS,
+    keep_ratio: float = KEEP_RATIO,
+    keep_distance: float = KEEP_DISTANCE,
+) -> Decision:
+    """Apply the component filter and the voxel-count rule to one phase's labels.
+
+    Args:
+        labels: (Z, Y, X) uint8 with values 0 background, 1 pancreas, 2 tumour, 3 duct.
+        spacing: optional (Z, Y, X) voxel size in mm, used only for tumour volumes in mL.
+        min_tumor_voxels: abnormal when at least this many tumour voxels are kept.
+        min_duct_voxels: abnormal when at least this many duct voxels are kept.
+        keep_ratio: keep components with strictly more than this fraction of |C_max| voxels.
+        keep_distance: keep components strictly closer than this many voxels to C_max.
+
+    Returns:
+        A :class:`Decision`; its ``labels`` is a filtered copy.
+    """
+    check_labels(labels, 4)
+    voxel_ml = None
+    if spacing is not None:
+        voxel_ml = math.prod(check_spacing(spacing)) / 1000.0
+    min_tumor_voxels = _check_count(min_tumor_voxels, "min_tumor_voxels")
+    min_duct_voxels = _check_count(min_duct_voxels, "min_duct_voxels")
+    if not (isinstance(keep_ratio, (int, float, np.floating)) and 0.0 <= keep_ratio <= 1.0):
+        raise ValueError(f"keep_ratio must be a number in [0, 1], got {keep_ratio!r}")
+    if not (isinstance(keep_distance, (int, float, np.floating)) and math.isfinite(keep_distance)
+            and keep_distance > 0):
+        raise ValueError(f"keep_distance must be a finite number > 0, got {keep_distance!r}")
+    thresholds = {"min_tumor_voxels": min_tumor_voxels, "min_duct_voxels": min_duct_voxels,
+                  "keep_ratio": float(keep_ratio), "keep_distance": float(keep_distance)}
+
+    cc, n = cc3d.connected_components(labels, connectivity=26, binary_image=True, return_N=True)
+    if n == 0:
+        return Decision(False, 0, 0, labels.copy(), (), 0, 0, 0, thresholds)
+
+    stats = cc3d.statistics(cc, no_slice_conversion=False)
+    counts = np.asarray(stats["voxel_counts"], dtype=np.int64)
+    boxes = stats["bounding_boxes"]  # index 0 is the background
+    cmax = 1 + int(np.argmax(counts[1:]))  # argmax takes the lowest id: the first in raster order
+
+    keep = np.zeros(n + 1, dtype=bool)
+    keep[1:] = counts[1:] > keep_ratio * counts[cmax]
+    keep[cmax] = True
+
+    # Distances only matter within keep_distance of C_max, i.e. inside its box grown by that much.
+    near = _grow(boxes[cmax], math.ceil(keep_distance), labels.shape)
+    if any(not keep[i] and _overlaps(boxes[i], near) for i in range(1, n + 1)):
+        sub = cc[near]
+        dist = ndimage.distance_transform_edt(sub != cmax)
+        close = np.unique(sub[dist < keep_distance])
+        keep[close] = True
+        keep[0] = False
+
+    kept_ids = np.flatnonzero(keep)
+    removed = np.flatnonzero(~keep[1:]) + 1
+    filtered = labels.copy()
+    if len(removed):
+        if sum(_box_volume(boxes[i]) for i in removed) < labels.size:
+            for i in removed:
+                region = filtered[boxes[i]]
+                region[cc[boxes[i]] == i] = 0
+        else:
+            filtered[~keep[cc]] = 0
+
+    # Everything kept lies inside the union of the kept components' boxes.
+    box = _union([boxes[i] for i in kept_ids])
+    kept = filtered[box]
+    tumor_mask = kept == TUMOR
+    tumor_voxels = int(np.count_nonzero(tumor_mask))
+    duct_voxels = int(np.count_nonzero(kept == DUCT))
+    tumors = _tumor_components(tumor_mask, box, voxel_ml) if tumor_voxels else ()
+    abnormal = tumor_voxels >= min_tumor_voxels or duct_voxels >= min_duct_voxels
+    return Decision(
+        abnormal=bool(abnormal), tumor_voxels=tumor_voxels, duct_voxels=duct_voxels, labels=filtered,
+        tumors=tumors, pancreas_voxels=int(counts[kept_ids].sum()), components=int(n),
+        components_kept=len(kept_ids), thresholds=thresholds,
+    )
+
+
+def _tumor_components(mask: np.ndarray, box: tuple[slice, ...], voxel_ml: float | None) -> tuple[TumorComponent, ...]:
+    """26-connected components of a tumour mask cropped at ``box``, in full-grid coordinates,
+    largest first."""
+    cc, n = cc3d.connected_components(mask, connectivity=26, return_N=True)
+    stats = cc3d.statistics(cc, no_slice_conversion=False)
+    offset = np.array([s.start for s in box], dtype=np.float64)
+    out = []
+    for i in range(1, n + 1):
+        voxels = int(stats["voxel_counts"][i])
+        bb = stats["bounding_boxes"][i]
+        centroid = tuple(float(c) for c in np.asarray(stats["centroids"][i], dtype=np.float64) + offset)
+        bbox = tuple((int(s.start + o), int(s.stop + o)) for s, o in zip(bb, offset.astype(int), strict=True))
+        out.append(TumorComponent(voxels, None if voxel_ml is None else voxels * voxel_ml, centroid, bbox))
+    out.sort(key=lambda t: (-t.voxels, t.bbox))
+    return tuple(out)
+
+
+def fuse(*decisions: Decision | bool) -> bool:
+    """Dual-phase fusion: abnormal if any phase is abnormal (accepts Decisions or bools)."""
+    if not decisions:
+        raise ValueError("fuse needs at least one phase decision")
+    result = False
+    for d in decisions:
+        if isinstance(d, Decision):
+            result |= d.abnormal
+        elif isinstance(d, (bool, np.bool_)):
+            result |= bool(d)
+        else:
+            raise ValueError(f"fuse takes Decision objects or bools, got {type(d).__name__}")
+    return result

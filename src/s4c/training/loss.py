@@ -1,0 +1,129 @@
+"""Deep-supervision loss of the paper: weighted voxelwise softmax cross-entropy over three heads.
+
+Logits are ``(N, C, Z, Y, X)`` and label maps ``(N, Z, Y, X)`` int64 with values in ``[0, C)``, as
+produced by :class:`s4c.network.S4CNet` in training mode (``(main, aux1, aux2)``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["DEEP_SUPERVISION_WEIGHTS", "deep_supervision_loss"]
+
+#: Weights of the auxiliary-1 (1/4 resolution), auxiliary-2 (1/2 resolution) and main heads, in that
+#: order: the paper's 1 : 2 : 5 ratio. Note the order differs from the network's output order
+#: ``(main, aux1, aux2)``.
+DEEP_SUPERVISION_WEIGHTS: tuple[float, float, float] = (1.0, 2.0, 5.0)
+
+
+def _check_target(target: torch.Tensor) -> None:
+    if not isinstance(target, torch.Tensor):
+        raise ValueError(f"target must be a torch.Tensor, got {type(target).__name__}")
+    if target.dtype != torch.int64:
+        raise ValueError(f"target must be int64 labels, got dtype {target.dtype}")
+    if target.dim() != 4:
+        raise ValueError(
+            f"target must be (N, Z, Y, X), got {target.dim()}-D with shape {tuple(target.shape)}"
+        )
+
+
+def _check_logits(logits: object, target: torch.Tensor, name: str) -> int:
+    if not isinstance(logits, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(logits).__name__}")
+    if not logits.is_floating_point():
+        raise ValueError(f"{name} must be floating-point logits, got dtype {logits.dtype}")
+    if logits.dim() != 5:
+        raise ValueError(
+            f"{name} must be (N, C, Z, Y, X), got {logits.dim()}-D with shape {tuple(logits.shape)}"
+        )
+    n, c, *spatial = logits.shape
+    if (n, *spatial) != tuple(target.shape):
+        raise ValueError(
+            f"{name} shape {tuple(logits.shape)} (N, C, Z, Y, X) does not match target shape "
+            f"{tuple(target.shape)} (N, Z, Y, X)"
+        )
+    if c < 2:
+        raise ValueError(f"{name} must have at least 2 classes, got C={c}")
+    return c
+
+
+def _check_labels(target: torch.Tensor, num_classes: int) -> None:
+    if target.numel() == 0:
+        raise ValueError(f"target must not be empty, got shape {tuple(target.shape)}")
+    lo, hi = int(target.min()), int(target.max())
+    if lo < 0:
+        raise ValueError(f"target contains label {lo}, outside [0, {num_classes - 1}]")
+    if hi >= num_classes:
+        raise ValueError(f"target contains label {hi}, outside [0, {num_classes - 1}]")
+
+
+def _check_weights(weights: Sequence[float]) -> tuple[float, float, float]:
+    try:
+        values = tuple(float(w) for w in weights)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"weights must be 3 numbers (aux1, aux2, main), got {weights!r}") from exc
+    if len(values) != 3:
+        raise ValueError(f"weights must have 3 entries (aux1, aux2, main), got {len(values)}: {weights!r}")
+    for name, w in zip(("aux1", "aux2", "main"), values, strict=True):
+        if not math.isfinite(w) or w < 0:
+            raise ValueError(f"weight for {name} must be finite and >= 0, got {w!r}")
+    if sum(values) <= 0:
+        raise ValueError(f"weights must not all be zero, got {weights!r}")
+    return values  # type: ignore[return-value]
+
+
+def deep_supervision_loss(
+    outputs: torch.Tensor | Sequence[torch.Tensor],
+    target: torch.Tensor,
+    weights: Sequence[float] = DEEP_SUPERVISION_WEIGHTS,
+) -> torch.Tensor:
+    """Weighted mean of voxelwise softmax cross-entropies of the main and the two auxiliary heads.
+
+    Args:
+        outputs: ``(main, aux1, aux2)`` logits, each ``(N, C, Z, Y, X)`` at full resolution (the
+            training-mode output of :class:`s4c.network.S4CNet`), or a single ``(N, C, Z, Y, X)``
+            tensor (the eval-mode output), for which the plain cross-entropy is returned.
+        target: ``(N, Z, Y, X)`` int64 labels in ``[0, C)``.
+        weights: ``(w_aux1, w_aux2, w_main)``; the paper's ``(1, 2, 5)`` by default. Ignored for a
+            single tensor.
+
+    Returns:
+        A scalar: ``(w_aux1 * CE(aux1) + w_aux2 * CE(aux2) + w_main * CE(main)) / sum(weights)``, where
+        each ``CE`` is the cross-entropy averaged over all ``N * Z * Y * X`` voxels. Dividing by the
+        weight sum makes the result a convex combination, so its magnitude is that of a single
+        cross-entropy (about ``log C`` at initialisation) whatever the weights; only their ratio
+        matters. (An un-normalised sum would be ``sum(weights)`` = 8 times larger, equivalent to an 8x
+        learning rate under SGD.)
+
+    Raises:
+        ValueError: wrong number of outputs, a non-tensor, a shape or dtype mismatch between logits
+            and target, a label outside ``[0, C)`` (the message names it), or invalid weights.
+    """
+    _check_target(target)
+    if isinstance(outputs, torch.Tensor):
+        num_classes = _check_logits(outputs, target, "outputs")
+        _check_labels(target, num_classes)
+        return F.cross_entropy(outputs, target)
+
+    if not isinstance(outputs, Sequence) or len(outputs) != 3:
+        got = len(outputs) if isinstance(outputs, Sequence) else type(outputs).__name__
+        raise ValueError(f"outputs must be a tensor or a (main, aux1, aux2) sequence of 3 tensors, got {got}")
+    w_aux1, w_aux2, w_main = _check_weights(weights)
+    main, aux1, aux2 = outputs
+    classes = {
+        _check_logits(main, target, "outputs[0] (main)"),
+        _check_logits(aux1, target, "outputs[1] (aux1)"),
+        _check_logits(aux2, target, "outputs[2] (aux2)"),
+    }
+    if len(classes) != 1:
+        raise ValueError(f"the three heads must have the same number of classes, got {sorted(classes)}")
+    _check_labels(target, classes.pop())
+
+    total = w_aux1 * F.cross_entropy(aux1, target)
+    total = total + w_aux2 * F.cross_entropy(aux2, target)
+    total = total + w_main * F.cross_entropy(main, target)
+    return total / (w_aux1 + w_aux2 + w_main)
