@@ -9,7 +9,8 @@
    voxels reach ``min_duct_voxels``. Dual phase: abnormal if any phase is abnormal (:func:`fuse`).
 
 Cost: one cc3d labelling and one statistics pass over the volume; everything else works inside
-bounding boxes (the distance transform only inside C_max's box grown by ``keep_distance``).
+bounding boxes. Distances are exact: a k-d tree over C_max's boundary voxels is queried with the
+boundary voxels of the components whose boxes come within ``keep_distance`` of C_max's box.
 """
 
 from __future__ import annotations
@@ -18,14 +19,16 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import cc3d
 import numpy as np
 from scipy import ndimage
+from scipy.spatial import cKDTree
 
+from s4c.components import component_stats, label_components, label_histogram
 from s4c.labels import DUCT, KEEP_DISTANCE, KEEP_RATIO, MIN_DUCT_VOXELS, MIN_TUMOR_VOXELS, TUMOR
 from s4c.validation import check_labels, check_spacing
 
 Box = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
+_SIX = ndimage.generate_binary_structure(3, 1)
 
 
 @dataclass(frozen=True)
@@ -135,27 +138,24 @@ def classify(
     thresholds = {"min_tumor_voxels": min_tumor_voxels, "min_duct_voxels": min_duct_voxels,
                   "keep_ratio": float(keep_ratio), "keep_distance": float(keep_distance)}
 
-    cc, n = cc3d.connected_components(labels, connectivity=26, binary_image=True, return_N=True)
+    cc, n = label_components(labels)
     if n == 0:
         return Decision(False, 0, 0, labels.copy(), (), 0, 0, 0, thresholds)
 
-    stats = cc3d.statistics(cc, no_slice_conversion=False)
-    counts = np.asarray(stats["voxel_counts"], dtype=np.int64)
-    boxes = stats["bounding_boxes"]  # index 0 is the background
+    stats = component_stats(cc, n)
+    counts = stats.counts
+    boxes = [stats.box(i) for i in range(n + 1)]  # index 0 is unused
     cmax = 1 + int(np.argmax(counts[1:]))  # argmax takes the lowest id: the first in raster order
 
     keep = np.zeros(n + 1, dtype=bool)
     keep[1:] = counts[1:] > keep_ratio * counts[cmax]
     keep[cmax] = True
 
-    # Distances only matter within keep_distance of C_max, i.e. inside its box grown by that much.
+    # Only components whose box comes within keep_distance of C_max's box can be close to it.
     near = _grow(boxes[cmax], math.ceil(keep_distance), labels.shape)
-    if any(not keep[i] and _overlaps(boxes[i], near) for i in range(1, n + 1)):
-        sub = cc[near]
-        dist = ndimage.distance_transform_edt(sub != cmax)
-        close = np.unique(sub[dist < keep_distance])
-        keep[close] = True
-        keep[0] = False
+    candidates = [i for i in range(1, n + 1) if not keep[i] and _overlaps(boxes[i], near)]
+    if candidates:
+        keep[_close_components(cc, boxes, cmax, candidates, keep_distance)] = True
 
     kept_ids = np.flatnonzero(keep)
     removed = np.flatnonzero(~keep[1:]) + 1
@@ -171,10 +171,10 @@ def classify(
     # Everything kept lies inside the union of the kept components' boxes.
     box = _union([boxes[i] for i in kept_ids])
     kept = filtered[box]
-    tumor_mask = kept == TUMOR
-    tumor_voxels = int(np.count_nonzero(tumor_mask))
-    duct_voxels = int(np.count_nonzero(kept == DUCT))
-    tumors = _tumor_components(tumor_mask, box, voxel_ml) if tumor_voxels else ()
+    hist = label_histogram(kept)
+    tumor_voxels = int(hist[TUMOR])
+    duct_voxels = int(hist[DUCT])
+    tumors = _tumor_components(kept == TUMOR, box, voxel_ml) if tumor_voxels else ()
     abnormal = tumor_voxels >= min_tumor_voxels or duct_voxels >= min_duct_voxels
     return Decision(
         abnormal=bool(abnormal), tumor_voxels=tumor_voxels, duct_voxels=duct_voxels, labels=filtered,
@@ -183,19 +183,43 @@ def classify(
     )
 
 
+def _surface_points(cc: np.ndarray, box: tuple[slice, ...], label: int) -> np.ndarray:
+    """(m, 3) voxel coordinates of the 6-connected boundary of component ``label`` inside ``box``.
+
+    The voxel of a set nearest to any outside point is always on this boundary: a step towards the
+    point from an interior voxel stays in the set and gets closer.
+    """
+    mask = cc[box] == label
+    interior = ndimage.binary_erosion(mask, structure=_SIX, border_value=0)
+    pts = np.argwhere(mask & ~interior)
+    pts += np.array([s.start for s in box])
+    return pts
+
+
+def _close_components(cc: np.ndarray, boxes, cmax: int, candidates: Sequence[int], distance: float) -> np.ndarray:
+    """Ids among ``candidates`` with a voxel strictly closer than ``distance`` to component ``cmax``."""
+    tree = cKDTree(_surface_points(cc, boxes[cmax], cmax))
+    points = [_surface_points(cc, boxes[i], i) for i in candidates]
+    ids = np.repeat(np.asarray(candidates), [len(p) for p in points])
+    dist, _ = tree.query(np.concatenate(points), k=1, distance_upper_bound=distance)
+    return np.unique(ids[dist < distance])
+
+
 def _tumor_components(mask: np.ndarray, box: tuple[slice, ...], voxel_ml: float | None) -> tuple[TumorComponent, ...]:
     """26-connected components of a tumour mask cropped at ``box``, in full-grid coordinates,
     largest first."""
-    cc, n = cc3d.connected_components(mask, connectivity=26, return_N=True)
-    stats = cc3d.statistics(cc, no_slice_conversion=False)
-    offset = np.array([s.start for s in box], dtype=np.float64)
-    out = []
-    for i in range(1, n + 1):
-        voxels = int(stats["voxel_counts"][i])
-        bb = stats["bounding_boxes"][i]
-        centroid = tuple(float(c) for c in np.asarray(stats["centroids"][i], dtype=np.float64) + offset)
-        bbox = tuple((int(s.start + o), int(s.stop + o)) for s, o in zip(bb, offset.astype(int), strict=True))
-        out.append(TumorComponent(voxels, None if voxel_ml is None else voxels * voxel_ml, centroid, bbox))
+    cc, n = label_components(mask)
+    stats = component_stats(cc, n, centroids=True)
+    offset = np.array([s.start for s in box], dtype=np.int64)
+    counts = stats.counts[1:].tolist()
+    cents = (stats.centroids[1:] + offset).tolist()
+    lo = (stats.lo[1:] + offset).tolist()
+    hi = (stats.hi[1:] + offset).tolist()
+    out = [
+        TumorComponent(c, None if voxel_ml is None else c * voxel_ml, tuple(m),
+                       ((a[0], b[0]), (a[1], b[1]), (a[2], b[2])))
+        for c, m, a, b in zip(counts, cents, lo, hi, strict=True)
+    ]
     out.sort(key=lambda t: (-t.voxels, t.bbox))
     return tuple(out)
 

@@ -2,7 +2,7 @@
 
 Two voters, both streaming along Z: windows arrive in Z-major order (see ``tiling.window_origins``),
 and as soon as no later window can touch a slab of Z it is decided and written out. The accumulator
-therefore spans only ``window`` slices, not the volume.
+is a ring of ``window`` Z-slices (absolute slice ``z`` at ``z % window``), not the whole volume.
 
 Majority vote (:class:`LabelVoter`): each voxel takes the label that most covering windows gave it.
 Ties are broken by a fixed priority, by default tumour > duct > pancreas > background, a
@@ -55,6 +55,16 @@ def choose_word(num_classes: int, coverage: int) -> tuple[type, int]:
                      f"use a larger stride or fewer classes")
 
 
+def _ring_pieces(z: int, length: int, ring: int) -> list[tuple[slice, slice]]:
+    """Split absolute slices ``[z, z + length)`` into at most two (ring slice, source slice) pieces."""
+    start = z % ring
+    first = min(length, ring - start)
+    pieces = [(slice(start, start + first), slice(0, first))]
+    if first < length:
+        pieces.append((slice(0, length - first), slice(first, length)))
+    return pieces
+
+
 class _StreamingVoter:
     """Shared Z-streaming bookkeeping; subclasses own the accumulator layout."""
 
@@ -80,7 +90,6 @@ class _StreamingVoter:
         if k > self.window:
             raise ValueError(f"windows leave Z slices {self._lo + self.window}..{z - 1} uncovered")
         self._decode(k, self.out[self._lo : z])
-        self._shift(k)
         self._lo = z
 
     def add(self, patches: np.ndarray, origins: np.ndarray) -> None:
@@ -137,18 +146,20 @@ class LabelVoter(_StreamingVoter):
 
     def _accumulate(self, patches: np.ndarray, origins: np.ndarray) -> None:
         if self.backend == "numba":
-            _kernels.add_label_votes(self.acc, patches, origins, self._lo, self._one, self._lane)
+            _kernels.add_label_votes(self.acc, patches, origins, self._one, self._lane)
             return
         p = self.window
         for patch, (z, y, x) in zip(patches, origins, strict=True):
-            view = self.acc[z - self._lo : z - self._lo + p, y : y + p, x : x + p]
-            view += self._lut[patch]
+            for dst, src in _ring_pieces(int(z), p, p):
+                self.acc[dst, y : y + p, x : x + p] += self._lut[patch[src]]
 
     def _decode(self, k: int, out: np.ndarray) -> None:
         if self.backend == "numba":
-            _kernels.decode_label_votes(self.acc[:k], self._lane, self._mask, self.priority, out)
+            _kernels.decode_label_votes(self.acc, self._lo, self._lane, self._mask, self.priority, out)
             return
-        counts = [(self.acc[:k] >> (self._lane * self.word(c))) & self._mask for c in range(self.num_classes)]
+        rows = np.arange(self._lo, self._lo + k) % self.window
+        words = self.acc[rows]
+        counts = [(words >> (self._lane * self.word(c))) & self._mask for c in range(self.num_classes)]
         best = np.full(out.shape, self.priority[0], dtype=np.uint8)
         best_count = counts[self.priority[0]]
         for cls in self.priority[1:]:
@@ -156,10 +167,7 @@ class LabelVoter(_StreamingVoter):
             best[better] = cls
             best_count = np.where(better, counts[cls], best_count)
         out[...] = best
-
-    def _shift(self, k: int) -> None:
-        self.acc[: self.window - k] = self.acc[k:]
-        self.acc[self.window - k :] = 0
+        self.acc[rows] = 0
 
 
 class ProbabilityVoter(_StreamingVoter):
@@ -173,10 +181,12 @@ class ProbabilityVoter(_StreamingVoter):
     def _accumulate(self, patches: np.ndarray, origins: np.ndarray) -> None:
         p = self.window
         for patch, (z, y, x) in zip(patches, origins, strict=True):
-            self.acc[:, z - self._lo : z - self._lo + p, y : y + p, x : x + p] += patch
+            for dst, src in _ring_pieces(int(z), p, p):
+                self.acc[:, dst, y : y + p, x : x + p] += patch[:, src]
 
     def _decode(self, k: int, out: np.ndarray) -> None:
-        sums = self.acc[:, :k]
+        rows = np.arange(self._lo, self._lo + k) % self.window
+        sums = self.acc[:, rows]
         best = np.full(out.shape, self.priority[0], dtype=np.uint8)
         best_val = sums[self.priority[0]].copy()
         for cls in self.priority[1:]:
@@ -184,7 +194,4 @@ class ProbabilityVoter(_StreamingVoter):
             best[better] = cls
             np.maximum(best_val, sums[cls], out=best_val)
         out[...] = best
-
-    def _shift(self, k: int) -> None:
-        self.acc[:, : self.window - k] = self.acc[:, k:]
-        self.acc[:, self.window - k :] = 0
+        self.acc[:, rows] = 0
