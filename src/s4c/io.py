@@ -42,6 +42,26 @@ def affine_from_spacing(spacing, origin=(0.0, 0.0, 0.0)) -> np.ndarray:
     return affine
 
 
+def _check_raw_voxel_size(img, path: Path) -> None:
+    """Reject a zero, negative or NaN voxel size in the header as written.
+
+    nibabel quietly replaces zero pixdims by 1 mm on load, which would give a silently wrong grid
+    whenever the affine is built from pixdim (no sform).
+    """
+    from nibabel.openers import ImageOpener
+
+    try:
+        with ImageOpener(str(path)) as fh:
+            raw = img.header_class.from_fileobj(fh, check=False)
+    except Exception:  # e.g. a .hdr/.img pair; nibabel's own checks apply
+        return
+    if int(raw.get("sform_code", 0)) > 0:
+        return
+    zooms = np.asarray(raw["pixdim"][1:4], dtype=np.float64)
+    if not (np.isfinite(zooms).all() and (zooms > 0).all()):
+        raise ValueError(f"{path.name}: header voxel size {zooms.tolist()} (x, y, z) must be finite and > 0")
+
+
 def load_nifti(path: str | Path) -> Volume:
     """Load a 3-D NIfTI file as a (Z, Y, X) array with ``scl_slope``/``scl_inter`` applied.
 
@@ -56,6 +76,7 @@ def load_nifti(path: str | Path) -> Volume:
         raise
     except Exception as exc:  # nibabel raises many types for corrupt files
         raise ValueError(f"cannot read NIfTI file {path.name}: {exc}") from exc
+    _check_raw_voxel_size(img, path)
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:
@@ -87,3 +108,10 @@ def save_nifti(path: str | Path, array: np.ndarray, affine: np.ndarray) -> Path:
     img.header.set_slope_inter(1.0, 0.0)
     nib.save(img, str(path))
     return path
+
+
+def voxel_to_world(affine: np.ndarray, zyx) -> tuple[float, float, float]:
+    """World (x, y, z) mm of a (z, y, x) voxel index under a NIfTI (i, j, k) affine."""
+    z, y, x = (float(v) for v in zyx)
+    w = np.asarray(affine, dtype=np.float64) @ np.array([x, y, z, 1.0])
+    return float(w[0]), float(w[1]), float(w[2])

@@ -1,0 +1,107 @@
+"""PNG rendering of CT slices with label overlays, for people to look at results.
+
+Colours follow the paper's figures: pancreas blue, tumour red, dilated duct green.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from s4c.labels import DUCT, PANCREAS, TUMOR
+
+COLOURS = {PANCREAS: (40, 110, 255), TUMOR: (255, 40, 40), DUCT: (40, 220, 60)}
+
+
+def window_hu(slice_hu: np.ndarray, lo: float = -160.0, hi: float = 240.0) -> np.ndarray:
+    """uint8 grey image of a 2-D HU slice under a [lo, hi] window."""
+    x = (np.clip(slice_hu.astype(np.float32), lo, hi) - lo) / (hi - lo)
+    return (x * 255 + 0.5).astype(np.uint8)
+
+
+def overlay(grey: np.ndarray, labels: np.ndarray | None, alpha: float = 0.45) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of a grey slice with labels blended in (outlines drawn opaque)."""
+    rgb = np.repeat(grey[..., None], 3, axis=2).astype(np.float32)
+    if labels is not None:
+        for value, colour in COLOURS.items():
+            m = labels == value
+            if not m.any():
+                continue
+            rgb[m] = (1 - alpha) * rgb[m] + alpha * np.asarray(colour, np.float32)
+            edge = m & ~_erode(m)
+            rgb[edge] = colour
+    return rgb.astype(np.uint8)
+
+
+def _erode(m: np.ndarray) -> np.ndarray:
+    out = m.copy()
+    out[1:] &= m[:-1]
+    out[:-1] &= m[1:]
+    out[:, 1:] &= m[:, :-1]
+    out[:, :-1] &= m[:, 1:]
+    return out
+
+
+def radiological_flips(affine: np.ndarray | None) -> tuple[bool, bool]:
+    """(flip rows, flip columns) that show an axial (Y, X) slice in radiological convention:
+    anterior at the top and the patient's right on the viewer's left."""
+    if affine is None:
+        return False, False
+    import nibabel as nib
+
+    codes = nib.orientations.aff2axcodes(affine)  # the direction each voxel axis (i, j, k) points to
+    return codes[1] == "A", codes[0] == "R"
+
+
+def pick_slice(*label_volumes: np.ndarray | None) -> int:
+    """Axial (Z) index to show: the slice with most tumour voxels, else most pancreas-set voxels."""
+    vols = [v for v in label_volumes if v is not None]
+    if not vols:
+        raise ValueError("need at least one label volume")
+    tumour = sum((v == TUMOR).sum(axis=(1, 2)) for v in vols)
+    if tumour.any():
+        return int(np.argmax(tumour))
+    fg = sum((v > 0).sum(axis=(1, 2)) for v in vols)
+    return int(np.argmax(fg)) if fg.any() else vols[0].shape[0] // 2
+
+
+def render_panels(panels: Sequence[tuple[str, np.ndarray, np.ndarray | None]], path: str | Path,
+                  spacing_yx: tuple[float, float] = (1.0, 1.0), scale: int = 3,
+                  affine: np.ndarray | None = None) -> Path:
+    """Write a row of titled panels, each (title, HU slice (Y, X), labels slice (Y, X) or None).
+
+    Panels are resized so that pixels are square in mm (``spacing_yx``) and enlarged ``scale`` times;
+    with ``affine`` they are flipped into radiological orientation.
+    """
+    flip_rows, flip_cols = radiological_flips(affine)
+    tiles = []
+    for title, hu, lab in panels:
+        rgb = overlay(window_hu(hu), lab)
+        if flip_rows:
+            rgb = rgb[::-1]
+        if flip_cols:
+            rgb = rgb[:, ::-1]
+        img = Image.fromarray(np.ascontiguousarray(rgb))
+        h, w = hu.shape
+        sy, sx = spacing_yx
+        base = min(sy, sx)
+        img = img.resize((max(1, round(w * sx / base * scale)), max(1, round(h * sy / base * scale))),
+                         Image.NEAREST)
+        canvas = Image.new("RGB", (img.width, img.height + 18), (0, 0, 0))
+        canvas.paste(img, (0, 18))
+        ImageDraw.Draw(canvas).text((4, 3), title, fill=(255, 255, 255))
+        tiles.append(canvas)
+    width = sum(t.width for t in tiles) + 4 * (len(tiles) - 1)
+    height = max(t.height for t in tiles)
+    sheet = Image.new("RGB", (width, height), (0, 0, 0))
+    x = 0
+    for t in tiles:
+        sheet.paste(t, (x, 0))
+        x += t.width + 4
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+    return path
