@@ -19,6 +19,7 @@ import json
 import platform
 import sys
 import time
+from importlib import metadata
 from pathlib import Path
 
 import cc3d
@@ -68,6 +69,28 @@ def label_once(lab: np.ndarray) -> np.ndarray:
     return cc3d.connected_components(lab, connectivity=26, binary_image=True)
 
 
+def measure_memory(shape, stride, batch, patches) -> dict:
+    """Peak bytes allocated by sliding_window_inference on an int16 volume (tracemalloc sees numpy),
+    as a multiple of the input volume's bytes and of its voxel count."""
+    import tracemalloc
+
+    from s4c.inference.sliding_window import sliding_window_inference
+
+    ct = np.zeros(shape, np.int16)
+    calls = iter(range(10**9))
+
+    def predictor(b):  # replays the random patches: the vote sees realistic disagreement
+        i = next(calls) * batch
+        return patches[i : i + len(b)]
+
+    tracemalloc.start()
+    sliding_window_inference(ct, predictor, stride=stride, batch_size=batch, pad_value=0)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return {"sliding_window_peak_bytes": peak, "peak_per_input_byte": peak / ct.nbytes,
+            "peak_per_voxel": peak / ct.size}
+
+
 def timed(fn, *args):
     t = time.perf_counter()
     out = fn(*args)
@@ -101,6 +124,8 @@ def main() -> None:
         t, voted = timed(vote, shape, origins, patches, window, args.stride, args.batch, args.backend)
         vote_t.append(t)
 
+    memory = measure_memory(shape, args.stride, args.batch, patches)
+
     inputs = {"voted_random": voted, "segmentation_like": segmentation_like(shape)}
     classify_results = {}
     for name, lab in inputs.items():
@@ -121,16 +146,19 @@ def main() -> None:
         "copy_floor_s": min(copy_t), "vote_s": min(vote_t),
         "vote_vs_copy_ratio": min(vote_t) / min(copy_t),
         "classify": classify_results,
+        "memory": memory,
         "classify_vs_cc3d_ratio": max(r["ratio"] for r in classify_results.values()),
         "targets": {"vote_vs_copy_ratio": 4.0, "classify_vs_cc3d_ratio": 5.0},
         "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
-                    "numpy": np.__version__, "cc3d": getattr(cc3d, "__version__", "?"),
+                    "numpy": np.__version__, "cc3d": metadata.version("connected-components-3d"),
                     "thp_defrag": thp_defrag_policy(), "numpy_hugepage_madvise": args.numpy_hugepage},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"vote_vs_copy_ratio      {result['vote_vs_copy_ratio']:.2f}  "
           f"(vote {result['vote_s']:.3f} s, copy floor {result['copy_floor_s']:.3f} s, {len(origins)} patches)")
+    print(f"sliding window peak     {memory['peak_per_input_byte']:.2f} x the int16 input "
+          f"({memory['peak_per_voxel']:.2f} bytes/voxel)")
     for name, r in classify_results.items():
         print(f"classify_vs_cc3d_ratio  {r['ratio']:.2f}  on {name} (classify {r['classify_s']:.3f} s, "
               f"cc3d {r['cc3d_s']:.3f} s, {r['components']} components)")

@@ -35,8 +35,10 @@ def disable_numpy_hugepage_madvise() -> bool:
 
     if "NUMPY_MADVISE_HUGEPAGE" in os.environ:
         return os.environ["NUMPY_MADVISE_HUGEPAGE"] != "0"
-    core = getattr(np, "_core", None) or np.core
-    setter = getattr(core.multiarray, "_set_madvise_hugepage", None)
-    if setter is None:  # pragma: no cover - very old or very new numpy
-        return False
+    setter = getattr(np.core.multiarray, "_set_madvise_hugepage", None) if int(np.__version__.split(".")[0]) < 2 else None
+    if setter is None:
+        try:
+            from numpy._core.multiarray import _set_madvise_hugepage as setter
+        except ImportError:  # pragma: no cover - a numpy without the switch
+            return False
     return bool(setter(False))
