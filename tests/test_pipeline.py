@@ -84,3 +84,16 @@ def test_bad_checkpoint_and_bad_ct(tmp_path):
         run_phase(np.zeros((8, 8, 8), np.int16), (1, 0, 1), hu_decoder, spec)
     with pytest.raises(ValueError, match="phase"):
         ModelSpec(width=4, phase="portal")
+
+
+@pytest.mark.gpu
+def test_torch_predictor_on_cuda_matches_cpu():
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    model = S4CNet(width=4).eval()
+    spec = ModelSpec(width=4, phase="venous")
+    batch = np.random.default_rng(0).normal(0, 200, (2, 1, 64, 64, 64)).astype(np.float32)
+    cpu = TorchPredictor(model, spec, device="cpu")(batch)
+    gpu = TorchPredictor(model, spec, device="cuda")(batch)
+    assert (cpu == gpu).mean() > 0.999
