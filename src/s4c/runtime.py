@@ -35,7 +35,8 @@ def disable_numpy_hugepage_madvise() -> bool:
 
     if "NUMPY_MADVISE_HUGEPAGE" in os.environ:
         return os.environ["NUMPY_MADVISE_HUGEPAGE"] != "0"
-    setter = getattr(np.core.multiarray, "_set_madvise_hugepage", None) if int(np.__version__.split(".")[0]) < 2 else None
+    legacy = int(np.__version__.split(".")[0]) < 2
+    setter = getattr(np.core.multiarray, "_set_madvise_hugepage", None) if legacy else None
     if setter is None:
         try:
             from numpy._core.multiarray import _set_madvise_hugepage as setter

@@ -34,7 +34,7 @@ from scipy.spatial import cKDTree
 
 from s4c.data.cohort import CaseEntry, write_manifest
 from s4c.io import affine_from_spacing, save_nifti
-from s4c.labels import BACKGROUND, DUCT, MIN_TUMOR_VOXELS, PANCREAS, TUMOR
+from s4c.labels import DUCT, MIN_TUMOR_VOXELS, PANCREAS, TUMOR
 from s4c.validation import check_spacing
 
 GENERATOR_VERSION = "1.0"
@@ -53,14 +53,14 @@ _TISSUES = (
     "renal_vein", "duct", "tumor", "tumor_core",
 )
 # fmt: on
-T = {name: i for i, name in enumerate(_TISSUES)}
+_T = {name: i for i, name in enumerate(_TISSUES)}
 _N_T = len(_TISSUES)
 
 _LABEL_OF_TISSUE = np.zeros(256, dtype=np.uint8)
-_LABEL_OF_TISSUE[T["pancreas"]] = PANCREAS
-_LABEL_OF_TISSUE[T["tumor"]] = TUMOR
-_LABEL_OF_TISSUE[T["tumor_core"]] = TUMOR
-_LABEL_OF_TISSUE[T["duct"]] = DUCT
+_LABEL_OF_TISSUE[_T["pancreas"]] = PANCREAS
+_LABEL_OF_TISSUE[_T["tumor"]] = TUMOR
+_LABEL_OF_TISSUE[_T["tumor_core"]] = TUMOR
+_LABEL_OF_TISSUE[_T["duct"]] = DUCT
 
 # (native HU, arterial uptake, venous uptake, native jitter SD, fine texture, coarse texture).
 # Native values follow the real unenhanced CT in shared/data/real-ct (liver 46, spleen 40, kidney 15,
@@ -102,8 +102,8 @@ _HU_MODEL = {
 # Tissues the tumour may displace: soft tissue around the gland, not solid organs, bone or great vessels.
 _TUMOR_ONTO = ("fat", "pancreas", "duct", "portal", "renal_vein", "gi_wall", "gi_fluid", "gas", "muscle")
 
-# Default field of view (Z, Y, X) mm; anatomy is centred on the grid whatever its extent.
-_FOV = np.array([240.0, 320.0, 320.0])
+# Smallest connected piece of dilated duct kept, in voxels.
+_MIN_DUCT_PIECE = 10
 # Fixed lattice domain of the global texture fields, so texture does not depend on the grid.
 _TEX_HALF = np.array([135.0, 140.0, 165.0])
 # Variance of a cubic B-spline of iid unit normals, averaged over a cell, is (151/315) per axis.
@@ -208,6 +208,17 @@ class _Grid:
             vecs.append(((np.arange(i0, i1) - off) * sp - sh).astype(np.float32))
         return tuple(slices), vecs
 
+    def contains(self, point, margin: float = 0.0) -> bool:
+        """Whether an anatomy point lies inside the grid's voxel-centre extent, ``margin`` mm in."""
+        for k in range(3):
+            half = (self.shape[k] - 1) / 2.0 * self.spacing[k] - margin
+            if abs(point[k] + self.shift[k]) > half:
+                return False
+        return True
+
+    def fov(self) -> tuple[float, float, float]:
+        return tuple(float(n * sp) for n, sp in zip(self.shape, self.spacing, strict=True))
+
     def full(self):
         return self.box(np.full(3, -1e9), np.full(3, 1e9))
 
@@ -245,11 +256,6 @@ class _Noise:
         for axis in (2, 1, 0):
             out = _bspline_axis(out, axis, (vecs[axis] - self.lo[axis]) / self.pitch)
         return out
-
-    def points(self, pts: np.ndarray) -> np.ndarray:
-        """Field at (N, 3) points; the same spline as :meth:`box`."""
-        u = ((np.asarray(pts) - self.lo) / self.pitch).T
-        return ndimage.map_coordinates(self.vals, u, order=3, prefilter=False, mode="nearest")
 
 
 def _noise1d(rng: np.random.Generator, n: int, step: float, pitch: float) -> np.ndarray:
@@ -299,10 +305,12 @@ class _Curve:
         return self.pts.min(axis=0) - r, self.pts.max(axis=0) + r
 
 
-def _tube(grid: _Grid, curve: _Curve, pad: float = 2.0, noise: _Noise | None = None, amp: float = 0.0):
+def _tube(grid: _Grid, curve: _Curve, pad: float = 2.0, noise: _Noise | None = None, amp: float = 0.0,
+          prune: bool = True):
     """Field ``distance - radius`` (mm, < 0 inside) of a tube on the voxels near it.
 
-    Returns (slices, field, nearest-sample index), each on the box, or None when the tube misses the grid.
+    Returns (slices, field, nearest-sample index, box coordinate vectors), or None when the tube misses
+    the grid. Voxels farther than ``max radius + pad`` from the centreline get ``max radius + pad``.
     """
     pad = pad + 3.0 * amp
     b = grid.box(*curve.bounds(pad))
@@ -310,16 +318,34 @@ def _tube(grid: _Grid, curve: _Curve, pad: float = 2.0, noise: _Noise | None = N
         return None
     sl, vecs = b
     shape = tuple(len(v) for v in vecs)
-    zz, yy, xx = np.meshgrid(*vecs, indexing="ij")
-    pts = np.stack([zz.ravel(), yy.ravel(), xx.ravel()], axis=1)
     bound = float(curve.radius.max()) + pad
-    d, idx = curve.tree.query(pts, distance_upper_bound=bound)
+    f = np.full(shape, bound, dtype=np.float32)
+    idx = np.zeros(shape, dtype=np.int64)
+    if f.size > 20000 and prune:
+        # Prune with a coarse lattice: distance is 1-Lipschitz, so a voxel whose nearest lattice node
+        # is farther than bound + (node offset) cannot be within bound. The result is exact.
+        nodes = [np.unique(np.r_[np.arange(0, n, 3), n - 1]) for n in shape]
+        cz, cy, cx = np.meshgrid(*(v[nd] for v, nd in zip(vecs, nodes, strict=True)), indexing="ij")
+        dc, _ = curve.tree.query(np.stack([cz.ravel(), cy.ravel(), cx.ravel()], 1),
+                                 distance_upper_bound=bound + 4.0 * max(grid.spacing))
+        dc = dc.reshape(cz.shape)
+        # Nodes are at most 3 voxels apart, so every voxel has one within one voxel per axis.
+        near_node = [np.abs(nd[None, :] - np.arange(n)[:, None]).argmin(axis=1)
+                     for nd, n in zip(nodes, shape, strict=True)]
+        delta = math.sqrt(sum(sp * sp for sp in grid.spacing)) + 1e-3
+        cand = dc[np.ix_(*near_node)] < bound + delta
+        where = np.nonzero(cand)
+    else:
+        where = tuple(a.ravel() for a in np.meshgrid(*(np.arange(n) for n in shape), indexing="ij"))
+    pts = np.stack([vecs[k][where[k]] for k in range(3)], axis=1)
+    d, i = curve.tree.query(pts, distance_upper_bound=bound)
     near = np.isfinite(d)
-    idx = np.minimum(idx, len(curve.pts) - 1)
-    f = np.where(near, d - curve.radius[idx], bound).astype(np.float32).reshape(shape)
+    i = np.minimum(i, len(curve.pts) - 1)
+    f[where] = np.where(near, d - curve.radius[i], bound)
+    idx[where] = i
     if noise is not None and amp > 0:
         f += amp * noise.box(vecs)
-    return sl, f, idx.reshape(shape), vecs
+    return sl, f, idx, vecs
 
 
 def _rotation(rz: float = 0.0, ry: float = 0.0, rx: float = 0.0) -> np.ndarray:
@@ -380,6 +406,10 @@ class _Anatomy:
 
 
 def _sample_anatomy(rng: np.random.Generator, abnormal: bool) -> _Anatomy:
+    """Draw one patient in anatomy mm (x right, y anterior, z superior; points stored (Z, Y, X)).
+
+    Only ``rng`` and ``abnormal`` matter, so the same seed gives the same patient on any grid.
+    """
     u = rng.uniform
     p: dict = {}
     nz: dict = {}
@@ -427,7 +457,7 @@ def _sample_anatomy(rng: np.random.Generator, abnormal: bool) -> _Anatomy:
     # Liver: smooth union of right lobe, left lobe and caudate, clipped by the wall and diaphragm.
     liv_z = u(45.0, 70.0)
     p["liver"] = [
-        (_zyx(0.42 * a_in + u(-8, 8), y0 + u(-10, 10), liv_z), (u(75, 100), 0.88 * b_in, 0.62 * a_in)),
+        (_zyx(0.4 * a_in + u(-8, 8), y0 + u(-10, 10), liv_z), (u(80, 105), b_in, 0.75 * a_in)),
         (_zyx(-0.12 * a_in + u(-10, 10), y0 + 0.45 * b_in, liv_z + u(10, 30)),
          (u(35, 50), 0.36 * b_in, u(0.4, 0.6) * a_in)),
         (_zyx(x_ivc - 5, y_ivc + 10, liv_z + 15), (30.0, 20.0, 20.0)),
@@ -446,8 +476,8 @@ def _sample_anatomy(rng: np.random.Generator, abnormal: bool) -> _Anatomy:
 
     # Spleen: posterolateral left.
     ang = math.radians(u(200.0, 225.0))
-    sp_c = _zyx(a_in * 0.72 * math.cos(ang), y0 + b_in * 0.6 * math.sin(ang), u(35.0, 60.0))
-    p["spleen"] = (sp_c, (u(45, 65), u(20, 28), u(40, 55)), _rotation(ang - math.pi / 2, 0.0, u(-0.3, 0.3)))
+    sp_c = _zyx(a_in * 0.8 * math.cos(ang), y0 + b_in * 0.72 * math.sin(ang), u(35.0, 60.0))
+    p["spleen"] = (sp_c, (u(45, 65), u(22, 30), u(40, 55)), _rotation(ang - math.pi / 2, 0.0, u(-0.3, 0.3)))
     nz["spleen"] = _Noise(rng, sp_c - 90, sp_c + 90, 30.0)
 
     # Kidneys: left higher than right, upper poles medial, hilum anteromedial.
@@ -496,10 +526,12 @@ def _sample_anatomy(rng: np.random.Generator, abnormal: bool) -> _Anatomy:
     r_smv = u(5.0, 6.5)
     cv["smv"] = _Curve.spline([conf, conf + _zyx(u(-3, 3), u(5, 12), -30), conf + _zyx(u(-8, 8), u(8, 20), -140)],
                               [r_smv, r_smv, r_smv * 0.9])
-    sv_s = np.linspace(p["s_neck"], panc.s[-1] - 8.0, 7)
-    sv_pts = [conf] + [panc.at(s) + _zyx(0, -(np.interp(s, panc.s, panc.radius) + 2.0), 3.0) for s in sv_s[1:]]
-    sv_pts.append(sp_c + _zyx(u(10, 18), u(12, 22), 0))
+    # The splenic vein runs in a groove along the back of the body and tail, mostly outside the gland.
     r_sv = u(3.5, 5.0)
+    sv_s = np.linspace(p["s_neck"], panc.s[-1] - 8.0, 7)
+    sv_pts = [conf] + [panc.at(s) + _zyx(0, -(np.interp(s, panc.s, panc.radius) + r_sv - 1.0), 2.0)
+                       for s in sv_s[1:]]
+    sv_pts.append(sp_c + _zyx(u(10, 18), u(12, 22), 0))
     cv["splenic_v"] = _Curve.spline(sv_pts, [r_sv] * len(sv_pts))
     sma0 = _zyx(xa + u(-2, 2), ya + r_ao * 0.5, z_p + u(8, 16))
     r_sma = u(3.0, 4.2)
@@ -572,7 +604,7 @@ def _sample_anatomy(rng: np.random.Generator, abnormal: bool) -> _Anatomy:
     c_curve = _Curve.spline(colon, colon_r, 2.0)
     c_curve.radius *= 1 + 0.13 * np.cos(2 * np.pi * c_curve.s / u(20, 28)) * (rng.random() < 0.8)
     cv["colon"] = c_curve
-    gas["colon"] = 0.2 + 0.7 * _noise1d(rng, len(c_curve.pts), 2.0, 60.0)
+    gas["colon"] = 0.55 + 0.5 * _noise1d(rng, len(c_curve.pts), 2.0, 60.0)
 
     # Per-case texture fields (anatomy mm, fixed lattice) and the contrast/HU table.
     nz["tex_fine"] = _Noise(rng, -_TEX_HALF, _TEX_HALF, 3.0)
@@ -581,11 +613,8 @@ def _sample_anatomy(rng: np.random.Generator, abnormal: bool) -> _Anatomy:
 
     tumor = duct = None
     if abnormal:
-        tumor, duct = _sample_tumor(rng, panc, p)
-        p["hu"][:, T["tumor"]] = p["hu"][:, T["pancreas"]] + np.asarray(tumor["contrast"])
-        if tumor["cystic"]:
-            tumor["core_noise"] = _Noise(rng, tumor["centre"] - 80, tumor["centre"] + 80, 5.0)
-        tumor["noise"] = _Noise(rng, tumor["centre"] - 80, tumor["centre"] + 80, tumor["pitch"])
+        tumor, duct = _sample_tumor(rng, panc)
+        p["hu"][:, _T["tumor"]] = p["hu"][:, _T["pancreas"]] + np.asarray(tumor["contrast"])
     return _Anatomy(p=p, noise=nz, curves=cv, gas=gas, tumor=tumor, duct=duct)
 
 
@@ -616,22 +645,23 @@ def _sample_hu(rng: np.random.Generator) -> np.ndarray:
     for name, (native, up_a, up_v, sd, _f, _c) in _HU_MODEL.items():
         base = native + rng.normal(0.0, sd) if sd else native
         j = rng.normal(1.0, 0.07, 2)
-        hu[0, T[name]] = base + up_a * g[0] * j[0]
-        hu[1, T[name]] = base + up_v * g[1] * j[1]
+        hu[0, _T[name]] = base + up_a * g[0] * j[0]
+        hu[1, _T[name]] = base + up_v * g[1] * j[1]
     return hu
 
 
-def _sample_tumor(rng: np.random.Generator, panc: _Curve, p: dict) -> tuple[dict, dict | None]:
-    """Tumour geometry/contrast and, for ~30 % of cases, the dilated duct upstream (towards the tail)."""
+def _sample_tumor(rng: np.random.Generator, panc: _Curve) -> tuple[dict, dict | None]:
+    """Tumour geometry/contrast and, for ~30 % of cases, the dilated duct upstream (towards the tail).
+
+    The tumour sits at arc length ``s`` along the pancreas centreline, offset from it by up to 0.6 of
+    the local gland radius (so large ones are exophytic). Its shape noise is in tumour-local mm.
+    """
     u = rng.uniform
     length = float(panc.s[-1])
     duct_present = bool(rng.random() < 0.3)
-    s_hi = 0.7 if duct_present else 0.95
-    s_t = u(0.05, s_hi) * length
-    c = panc.at(s_t)
-    r_loc = float(np.interp(s_t, panc.s, panc.radius))
+    s_t = u(0.05, 0.7 if duct_present else 0.95) * length
     offset = rng.normal(size=3)
-    offset *= u(0.0, 0.6) * r_loc / (np.linalg.norm(offset) + 1e-9)
+    offset *= u(0.0, 0.6) / (np.linalg.norm(offset) + 1e-9)
     diameter = math.exp(u(math.log(10.0), math.log(50.0)))
     aspect = np.exp(rng.normal(0.0, 0.12, 3))
     aspect /= np.prod(aspect) ** (1 / 3)
@@ -646,21 +676,33 @@ def _sample_tumor(rng: np.random.Generator, panc: _Curve, p: dict) -> tuple[dict
         pattern = "typical"
         contrast = (u(40.0, 100.0), u(-10.0, 30.0))
     cystic = bool(pattern == "typical" and diameter > 16 and rng.random() < 0.3)
-    loc = "head" if s_t < p["s_neck"] else ("body" if s_t < p["s_tail"] else "tail")
-    tumor = dict(centre=c + offset, s=s_t, diameter=diameter, radii=0.5 * diameter * aspect,
-                 rot=_rotation(*u(-math.pi, math.pi, 3)), pitch=max(4.0, 0.35 * diameter),
-                 amp=u(0.06, 0.14), contrast=contrast, pattern=pattern, cystic=cystic,
-                 core_frac=u(0.35, 0.65), location=loc)
-    duct = None
-    if duct_present:
-        s_end = length - u(6.0, 12.0)
-        seg = (panc.s >= s_t) & (panc.s <= s_end)
-        if seg.sum() >= 10:
-            r_duct = 0.5 * u(3.0, 6.0)
-            pts = panc.pts[seg]
-            duct = dict(curve=_Curve.polyline(pts, r_duct, 1.0), diameter=2 * r_duct,
-                        length=float(panc.s[seg][-1] - s_t))
+    tumor = dict(s=s_t, offset=offset, diameter=diameter, radii=0.5 * diameter * aspect,
+                 rot=_rotation(*u(-math.pi, math.pi, 3)), amp=u(0.06, 0.14), contrast=contrast,
+                 pattern=pattern, cystic=cystic, core_frac=u(0.35, 0.65))
+    pitch = max(4.0, 0.35 * diameter)
+    tumor["noise"] = _Noise(rng, np.full(3, -90.0), np.full(3, 90.0), pitch)
+    tumor["core_noise"] = _Noise(rng, np.full(3, -90.0), np.full(3, 90.0), 5.0)
+    duct = dict(radius=0.5 * u(3.0, 6.0), end_margin=u(6.0, 12.0)) if duct_present else None
     return tumor, duct
+
+
+def _tumor_centre(panc: _Curve, tumor: dict, s_t: float) -> np.ndarray:
+    r_loc = float(np.interp(s_t, panc.s, panc.radius))
+    return panc.at(s_t) + tumor["offset"] * r_loc
+
+
+def _duct_curve(panc: _Curve, duct: dict | None, s_t: float) -> _Curve | None:
+    """Centreline of the dilated duct from the tumour to near the tail tip, or None if too short."""
+    if duct is None:
+        return None
+    seg = (panc.s >= s_t) & (panc.s <= panc.s[-1] - duct["end_margin"])
+    if seg.sum() < 10:
+        return None
+    return _Curve(panc.pts[seg], np.full(int(seg.sum()), duct["radius"]))
+
+
+def _location(p: dict, s_t: float) -> str:
+    return "head" if s_t < p["s_neck"] else ("body" if s_t < p["s_tail"] else "tail")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -672,9 +714,9 @@ def _paint(tissue: np.ndarray, sl, mask: np.ndarray, name: str, onto: Sequence[s
     view = tissue[sl]
     if onto is not None:
         allowed = np.zeros(256, dtype=bool)
-        allowed[[T[n] for n in onto]] = True
+        allowed[[_T[n] for n in onto]] = True
         mask = mask & allowed[view]
-    view[mask] = T[name]
+    view[mask] = _T[name]
 
 
 def _paint_gi(tissue, grid, curve, gas_level, wall, cavity, stool_tex=None, noise=None, amp=0.0,
@@ -728,16 +770,16 @@ def _body(grid: _Grid, an: _Anatomy):
     mus = p["t_mus"] * (1.0 + 0.5 * ant)  # rectus is thicker than the obliques
     cavity = skin + fat + mus
     tissue = np.zeros(grid.shape, dtype=np.uint8)
-    tissue[skin < 0] = T["skin"]
-    tissue[skin < -2.0] = T["subcut_fat"]
-    tissue[skin < -fat] = T["muscle"]
+    tissue[skin < 0] = _T["skin"]
+    tissue[skin < -2.0] = _T["subcut_fat"]
+    tissue[skin < -fat] = _T["muscle"]
     # Linea alba: a thin tendinous gap between the recti.
-    tissue[(skin < -fat) & (np.abs(x) < 4.0) & (ant > 0.5) & (cavity > 0)] = T["skin"]
-    tissue[cavity < 0] = T["fat"]
+    tissue[(skin < -fat) & (np.abs(x) < 4.0) & (ant > 0.5) & (cavity > 0)] = _T["skin"]
+    tissue[cavity < 0] = _T["fat"]
     # Table: curved carbon plate under the back.
     ytab = p["y0"] - p["b"] - p["table_gap"] + 0.0015 * x**2
     tab = (np.abs(y - ytab) < 3.0) & (np.abs(x) < 230) & (skin > 0)
-    tissue[np.broadcast_to(tab, grid.shape)] = T["table"]
+    tissue[np.broadcast_to(tab, grid.shape)] = _T["table"]
     return skin, cavity, tissue
 
 
@@ -759,19 +801,19 @@ def _rasterise(an: _Anatomy, grid: _Grid, tex: dict) -> np.ndarray:
         back = p["y0"] - p["b"] + p["t_fat"]
         es_ry = 0.5 * (canal_y + 6 - back) + 6.0
         es = ((x - side * (0.85 * p["es_rx"] + 4)) / p["es_rx"]) ** 2 + ((y - (back + es_ry - 8)) / es_ry) ** 2 < 1
-        tissue[np.broadcast_to(es, shape) & (skin < -p["t_fat"])] = T["muscle"]
+        tissue[np.broadcast_to(es, shape) & (skin < -p["t_fat"])] = _T["muscle"]
         pr = np.clip(5.0 + 0.25 * (p["z_p"] + 15 - z), 0.0, 24.0)
         ps = ((x - side * (rx - 2 + pr)) / np.maximum(pr, 0.1)) ** 2 + ((y - vb_y - 2) / np.maximum(0.8 * pr, 0.1)) ** 2
-        tissue[np.broadcast_to((ps < 1) & (pr > 1), shape)] = T["muscle"]
+        tissue[np.broadcast_to((ps < 1) & (pr > 1), shape)] = _T["muscle"]
         ql = np.clip(0.2 * (p["z_p"] + 30 - z), 0.0, 1.0)
         qs = ((x - side * (rx + 50)) / 20.0) ** 2 + ((y - vb_y + 28) / 10.0) ** 2 < ql
-        tissue[np.broadcast_to(qs, shape) & (cavity < 5)] = T["muscle"]
+        tissue[np.broadcast_to(qs, shape) & (cavity < 5)] = _T["muscle"]
 
     # Lung bases above the diaphragm, lateral to the mediastinum.
     zd = (p["z_dome"] - 25.0 * ((np.abs(x) - 0.45 * p["a_in"]) / (0.55 * p["a_in"])) ** 2
           - p["recess"] * np.clip(-(y - p["y0"]) / p["b_in"], 0, 1) ** 2)
     lung = (z > zd) & (cavity < -2) & (np.abs(x) > 30)
-    tissue[lung] = T["lung"]
+    tissue[lung] = _T["lung"]
 
     # Ribs: oblique rings just inside the muscle wall, descending steeply anteriorly, so an axial slice
     # cuts each one into a short oval; the lowest ones are short (floating ribs).
@@ -786,8 +828,8 @@ def _rasterise(an: _Anatomy, grid: _Grid, tex: dict) -> np.ndarray:
             zc = z0 - p["rib_drop"] * phi / math.pi
             on = (phi > 0.12 * math.pi) & (phi < reach * math.pi)
             q = np.where(on, np.minimum(q, ((zs - zc) / 5.5) ** 2 + ((depth - 1.0) / 4.5) ** 2), q)
-        tissue[tuple(i[q < 1.0] for i in idx)] = T["bone"]
-        tissue[tuple(i[(q < 1.0) & (q > 0.4)] for i in idx)] = T["cortical"]
+        tissue[tuple(i[q < 1.0] for i in idx)] = _T["bone"]
+        tissue[tuple(i[(q < 1.0) & (q > 0.4)] for i in idx)] = _T["cortical"]
 
     # Spine: vertebral bodies (cancellous, cortical shell, end plates), discs, canal, posterior elements.
     per, ph = p["vb_period"], p["vb_phase"]
@@ -796,10 +838,10 @@ def _rasterise(an: _Anatomy, grid: _Grid, tex: dict) -> np.ndarray:
     plate_z = (lvl < 9.0) | (lvl > per - 2.0)
     vb = ((x / rx) ** 2 + ((y - vb_y) / ry) ** 2)
     in_vb = vb < 1.0
-    shell = vb > (1 - 2.5 / ry) ** 2
-    tissue[np.broadcast_to(in_vb, shape)] = T["bone"]
-    tissue[np.broadcast_to(in_vb & (shell | plate_z), shape)] = T["cortical"]
-    tissue[np.broadcast_to(in_vb & disc_z, shape)] = T["disc"]
+    shell = vb > (1 - 1.5 / ry) ** 2
+    tissue[np.broadcast_to(in_vb, shape)] = _T["bone"]
+    tissue[np.broadcast_to(in_vb & (shell | plate_z), shape)] = _T["cortical"]
+    tissue[np.broadcast_to(in_vb & disc_z, shape)] = _T["disc"]
     rc = p["canal_r"]
     rr = np.sqrt(x**2 + (y - canal_y) ** 2)
     mid = np.abs(lvl - 0.5 * per - 3) < 0.32 * per  # posterior elements are in the middle of a level
@@ -807,26 +849,29 @@ def _rasterise(an: _Anatomy, grid: _Grid, tex: dict) -> np.ndarray:
     spin = (np.abs(x) < 4.5) & (y < canal_y - rc) & (y > canal_y - rc - 34.0) & (np.abs(lvl - 0.5 * per) < 6)
     trans = (np.abs(x) > rc) & (np.abs(x) < rx + 22.0) & (np.abs(y - canal_y - 3) < 4.0) & (
         np.abs(lvl - 0.5 * per) < 4) & (z < p["z_p"] + 30)
-    tissue[np.broadcast_to(arch | spin | trans, shape)] = T["cortical"]
-    tissue[np.broadcast_to((rr < rc) & (y < canal_y + rc), shape)] = T["csf"]
+    tissue[np.broadcast_to(arch | spin | trans, shape)] = _T["cortical"]
+    tissue[np.broadcast_to((rr < rc) & (y < canal_y + rc), shape)] = _T["csf"]
 
     # Liver, clipped to the cavity and below the diaphragm.
-    b_ = grid.box(_zyx(-p["a_in"], p["y0"] - p["b_in"], -100), _zyx(p["a_in"], p["y0"] + p["b_in"], 170))
+    b_ = grid.box(_zyx(-p["a"], p["y0"] - p["b"], -100), _zyx(p["a"], p["y0"] + p["b"], 170))
     if b_ is not None:
         sl, vecs = b_
         f = None
         for c, r in p["liver"]:
             e = _ellipsoid(vecs, c, r)
             f = e if f is None else _smin(f, e, 18.0)
-        f = f + p["liver_amp"] * nz["liver"].box(vecs)
+        # Deform the free (visceral) surfaces but not where the liver lies against the wall.
+        lnoise = p["liver_amp"] * nz["liver"].box(vecs)
+        f = f + lnoise * np.clip(-cavity[sl] / 25.0, 0.0, 1.0)
         f = np.maximum(f, cavity[sl] + 1.0)
         f = np.maximum(f, vecs[0][:, None, None] - _zd_box(zd, sl) + 3.0)
         # Inferior surface: the right lobe reaches low laterally; medially it stops above the pancreas.
+        # Iso-lines are arcs around the posterolateral corner, so the tip is a crescent against the wall.
         xb, yb = vecs[2][None, None, :], vecs[1][None, :, None]
-        w = np.clip((0.8 * p["a_in"] - xb) / (0.5 * p["a_in"]), 0.0, 1.0)
-        z_cut = p["liv_low"] + (p["liv_med"] - p["liv_low"]) * w
-        z_cut = z_cut - 15.0 * np.clip(-(yb - p["y0"]) / p["b_in"], 0.0, 1.0)
-        f = np.maximum(f, z_cut - vecs[0][:, None, None])
+        w = np.sqrt(((p["a_in"] - xb) / (0.6 * p["a_in"])) ** 2
+                    + ((yb - p["y0"] + 0.25 * p["b_in"]) / (0.95 * p["b_in"])) ** 2)
+        z_cut = p["liv_low"] + (p["liv_med"] - p["liv_low"]) * np.clip(w, 0.0, 1.0) ** 1.5
+        f = np.maximum(f, z_cut - vecs[0][:, None, None] + 0.8 * lnoise)
         liver = f < 0
         _paint(tissue, sl, liver, "liver", onto=("fat", "muscle", "lung"))
         v = (np.abs(nz["liver_v1"].box(vecs)) < 0.22) & (np.abs(nz["liver_v2"].box(vecs)) < 0.22) & (f < -4)
@@ -846,7 +891,7 @@ def _rasterise(an: _Anatomy, grid: _Grid, tex: dict) -> np.ndarray:
     b_ = _ellipsoid_box(grid, c, r, 12.0)
     if b_ is not None:
         sl, vecs = b_
-        f = _ellipsoid(vecs, c, r, rot) + 5.0 * nz["spleen"].box(vecs)
+        f = _ellipsoid(vecs, c, r, rot) + 5.0 * nz["spleen"].box(vecs) * np.clip(-cavity[sl] / 15.0, 0.0, 1.0)
         hil = _ellipsoid(vecs, c + rot[:, 1] * r[1] * 1.3, (r[0] * 0.5, r[1] * 0.6, r[2] * 0.35), rot)
         f = np.maximum(np.maximum(f, -hil), cavity[sl] + 1.0)
         _paint(tissue, sl, f < 0, "spleen", onto=("fat", "muscle", "lung", "liver", "liver_vessel"))
@@ -898,15 +943,6 @@ def _rasterise(an: _Anatomy, grid: _Grid, tex: dict) -> np.ndarray:
         sl, m = res
         _paint(tissue, sl, m, "ivc")
 
-    # Dilated duct: only inside the gland.
-    if an.duct is not None:
-        curve = an.duct["curve"]
-        r_eff = max(float(curve.radius[0]), 0.55 * max(grid.spacing))
-        c2 = _Curve(curve.pts, np.full(len(curve.pts), r_eff))
-        res = _tube(grid, c2, 1.0)
-        if res is not None:
-            sl, f, _idx, _vecs = res
-            _paint(tissue, sl, f < 0, "duct", onto=("pancreas",))
     return tissue
 
 
@@ -930,23 +966,37 @@ def _tube_ellipse(grid: _Grid, curve: _Curve, flat: float):
     return sl, ((x - cx) / r) ** 2 + ((y - cy) / (r * flat)) ** 2 < 1.0
 
 
-def _paint_tumor(base: np.ndarray, grid: _Grid, an: _Anatomy, grow: float) -> tuple[np.ndarray, int]:
-    """Copy of ``base`` with the tumour painted and stray bits outside the main pancreas removed."""
-    tu = an.tumor
+def _paint_lesions(base: np.ndarray, grid: _Grid, tumor: dict, centre: np.ndarray, duct: _Curve | None,
+                   grow: float) -> tuple[np.ndarray, int]:
+    """Copy of ``base`` with the dilated duct and the tumour painted; returns it and the tumour voxels.
+
+    Tumour voxels outside the largest pancreas-set component (cut off by a vessel) are dropped.
+    """
     tissue = base.copy()
-    radii = tu["radii"] * grow
-    c = tu["centre"]
-    b_ = _ellipsoid_box(grid, c, radii, 3.0 + 3 * tu["amp"] * radii.max())
+    if duct is not None:
+        # A duct narrower than a voxel would vanish on coarse grids; keep it resolvable.
+        r_eff = max(float(duct.radius[0]), 0.9 * max(grid.spacing))
+        res = _tube(grid, _Curve(duct.pts, np.full(len(duct.pts), r_eff)), 1.0)
+        if res is not None:
+            sl, f, _idx, _vecs = res
+            _paint(tissue, sl, f < 0, "duct", onto=("pancreas",))
+            # Crumbs of duct (where the gland is cut by the field of view or a vessel) are dropped.
+            view = tissue[sl]
+            cc = cc3d.connected_components(view == _T["duct"], connectivity=26)
+            small = np.bincount(cc.ravel()) < _MIN_DUCT_PIECE
+            small[0] = False
+            view[small[cc]] = _T["pancreas"]
+    radii = tumor["radii"] * grow
+    b_ = _ellipsoid_box(grid, centre, radii, 3.0 + 3 * tumor["amp"] * radii.max())
     if b_ is None:
         return tissue, 0
     sl, vecs = b_
-    f = _ellipsoid(vecs, c, radii, tu["rot"]) + tu["amp"] * radii.max() * tu["noise"].box(vecs)
-    mask = f < 0
-    _paint(tissue, sl, mask, "tumor", onto=_TUMOR_ONTO)
-    if tu["cystic"]:
-        core = _ellipsoid(vecs, c, radii * tu["core_frac"], tu["rot"]) + 1.5 * tu["core_noise"].box(vecs)
+    local = [v - np.float32(c) for v, c in zip(vecs, centre, strict=True)]
+    f = _ellipsoid(vecs, centre, radii, tumor["rot"]) + tumor["amp"] * radii.max() * tumor["noise"].box(local)
+    _paint(tissue, sl, f < 0, "tumor", onto=_TUMOR_ONTO)
+    if tumor["cystic"]:
+        core = _ellipsoid(vecs, centre, radii * tumor["core_frac"], tumor["rot"]) + 1.5 * tumor["core_noise"].box(local)
         _paint(tissue, sl, core < 0, "tumor_core", onto=("tumor",))
-    # Keep only tumour voxels in the largest pancreas-set component (a vessel may have split it).
     label = _LABEL_OF_TISSUE[tissue]
     cc = cc3d.connected_components(label > 0, connectivity=26)
     counts = np.bincount(cc.ravel())
@@ -956,6 +1006,43 @@ def _paint_tumor(base: np.ndarray, grid: _Grid, an: _Anatomy, grow: float) -> tu
     stray = is_tumor & ~main
     tissue[stray] = base[stray]
     return tissue, int(np.count_nonzero(is_tumor & main))
+
+
+def _place_lesions(an: _Anatomy, grids: Sequence[_Grid], bases: Sequence[np.ndarray],
+                   rng: np.random.Generator) -> tuple[list[np.ndarray], dict]:
+    """Paint tumour (and duct) into every phase, growing the tumour until it has >= 40 voxels in each.
+
+    If the drawn position is outside a cropped field of view (or cannot reach the minimum size there),
+    the tumour is moved along the part of the gland that the grid does contain.
+    """
+    panc, tu = an.curves["pancreas"], an.tumor
+    s_t = float(tu["s"])
+    for attempt in range(8):
+        centre = _tumor_centre(panc, tu, s_t)
+        duct = _duct_curve(panc, an.duct, s_t)
+        if all(g.contains(centre) for g in grids):
+            grow = 1.0
+            for _ in range(30):
+                painted = [_paint_lesions(b, g, tu, centre, duct, grow) for b, g in zip(bases, grids, strict=True)]
+                if min(n for _t, n in painted) >= MIN_TUMOR_VOXELS:
+                    meta = {
+                        "location": _location(an.p, s_t),
+                        "diameter_mm": float(tu["diameter"] * grow),
+                        "nominal_diameter_mm": float(tu["diameter"]),
+                        "grown": float(grow),
+                        "relocated": attempt > 0,
+                        "centre_zyx_mm": [float(v) for v in centre],
+                        "voxels": {"arterial": painted[0][1], "venous": painted[1][1]},
+                        "duct_length_mm": float(duct.s[-1]) if duct is not None else 0.0,
+                    }
+                    return [t for t, _n in painted], meta
+                grow *= 1.12
+        inside = np.array([all(g.contains(q, 5.0) for g in grids) for q in panc.pts])
+        if not inside.any():
+            raise ValueError(f"the field of view {grids[0].fov()} mm (Z, Y, X) does not contain the pancreas, "
+                             "so no tumour can be placed; use a larger shape or spacing")
+        s_t = float(rng.choice(panc.s[inside]))
+    raise RuntimeError(f"could not place a tumour of >= {MIN_TUMOR_VOXELS} voxels on this grid")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -968,18 +1055,22 @@ def _textures(an: _Anatomy, grid: _Grid) -> dict:
     return {"fine": an.noise["tex_fine"].box(vecs), "coarse": an.noise["tex_coarse"].box(vecs)}
 
 
+# Texture amplitudes per phase: (phase, fine/coarse, tissue). The spleen is heterogeneous ("moire")
+# in the arterial phase only.
 _TEX_AMP = np.array([[m[4] for m in _HU_MODEL.values()], [m[5] for m in _HU_MODEL.values()]], dtype=np.float32)
+_TEX_AMP = np.stack([_TEX_AMP, _TEX_AMP])
+_TEX_AMP[0, 1, _T["spleen"]] = 22.0
 
 
-def _render(tissue: np.ndarray, tex: dict, hu: np.ndarray, fat_thr: float, blur: float, noise_sd: float,
-            noise_corr: float, rng: np.random.Generator) -> np.ndarray:
+def _render(tissue: np.ndarray, tex: dict, hu: np.ndarray, tex_amp: np.ndarray, fat_thr: float, blur: float,
+            noise_sd: float, noise_corr: float, rng: np.random.Generator) -> np.ndarray:
     """Piecewise HU + texture -> partial-volume blur -> correlated noise -> int16 (Z, Y, X)."""
     img = hu.astype(np.float32)[tissue]
-    img += _TEX_AMP[0][tissue] * tex["fine"] + _TEX_AMP[1][tissue] * tex["coarse"]
+    img += tex_amp[0][tissue] * tex["fine"] + tex_amp[1][tissue] * tex["coarse"]
     # Interlobular fat in the gland lowers its HU without changing its label.
-    panc = tissue == T["pancreas"]
+    panc = tissue == _T["pancreas"]
     ff = np.clip(0.5 * (tex["fine"][panc] - fat_thr), 0.0, 0.6)
-    img[panc] = img[panc] * (1 - ff) + ff * hu[T["fat"]]
+    img[panc] = img[panc] * (1 - ff) + ff * hu[_T["fat"]]
     img = ndimage.gaussian_filter(img, blur, mode="nearest")
     n = rng.standard_normal(tissue.shape, dtype=np.float32)
     n = ndimage.gaussian_filter(n, noise_corr, mode="wrap")
@@ -1015,7 +1106,7 @@ def generate_case(seed: int | np.random.SeedSequence, *, abnormal: bool,
     shape = _check_shape(shape)
     spacing = check_spacing(spacing)
     abnormal = bool(abnormal)
-    anat_ss, noise_a_ss, noise_v_ss, misc_ss = ss.spawn(4)
+    anat_ss, noise_a_ss, noise_v_ss, misc_ss, reloc_ss = ss.spawn(5)
     rng = np.random.default_rng(anat_ss)
     an = _sample_anatomy(rng, abnormal)
     misc = np.random.default_rng(misc_ss)
@@ -1029,25 +1120,13 @@ def generate_case(seed: int | np.random.SeedSequence, *, abnormal: bool,
     tissues = [_rasterise(an, g, t) for g, t in zip(grids, texs, strict=True)]
 
     tumor_meta = None
+    duct_len = 0.0
     if an.tumor is not None:
-        grow = 1.0
-        for _ in range(60):
-            painted = [_paint_tumor(t, g, an, grow) for t, g in zip(tissues, grids, strict=True)]
-            if min(n for _t, n in painted) >= MIN_TUMOR_VOXELS:
-                break
-            grow *= 1.12
-        else:
-            raise RuntimeError(f"could not place a tumour of >= {MIN_TUMOR_VOXELS} voxels (seed {seed!r})")
-        tissues = [t for t, _n in painted]
+        tissues, placed = _place_lesions(an, grids, tissues, np.random.default_rng(reloc_ss))
         tu = an.tumor
         vis = [abs(c) >= 15.0 for c in tu["contrast"]]
-        tumor_meta = {
-            "location": tu["location"],
-            "diameter_mm": float(tu["diameter"] * grow),
-            "nominal_diameter_mm": float(tu["diameter"]),
-            "grown": float(grow),
-            "centre_zyx_mm": [float(v) for v in tu["centre"]],
-            "voxels": {"arterial": painted[0][1], "venous": painted[1][1]},
+        duct_len = placed.pop("duct_length_mm")
+        tumor_meta = placed | {
             "contrast_hu": {"arterial": float(tu["contrast"][0]), "venous": float(tu["contrast"][1])},
             "pattern": tu["pattern"],
             "visible": {"arterial": bool(vis[0]), "venous": bool(vis[1])},
@@ -1058,15 +1137,15 @@ def generate_case(seed: int | np.random.SeedSequence, *, abnormal: bool,
     images = []
     labels = []
     for k, (tissue, tex, nss) in enumerate(zip(tissues, texs, (noise_a_ss, noise_v_ss), strict=True)):
-        images.append(_render(tissue, tex, hu[k], an.p["panc_fat_thr"], blur, noise_sd[k], noise_corr,
+        images.append(_render(tissue, tex, hu[k], _TEX_AMP[k], an.p["panc_fat_thr"], blur, noise_sd[k], noise_corr,
                               np.random.default_rng(nss)))
         labels.append(_LABEL_OF_TISSUE[tissue])
 
     counts = [np.bincount(lab.ravel(), minlength=4) for lab in labels]
-    duct_meta = {"present": an.duct is not None}
-    if an.duct is not None:
-        duct_meta.update(diameter_mm=float(an.duct["diameter"]), length_mm=float(an.duct["length"]),
-                         voxels={"arterial": int(counts[0][DUCT]), "venous": int(counts[1][DUCT])})
+    duct_voxels = {"arterial": int(counts[0][DUCT]), "venous": int(counts[1][DUCT])}
+    duct_meta: dict = {"present": max(duct_voxels.values()) > 0, "voxels": duct_voxels}
+    if duct_meta["present"]:
+        duct_meta.update(diameter_mm=float(2 * an.duct["radius"]), length_mm=duct_len)
     meta = {
         "case_id": case_id,
         "abnormal": abnormal,
@@ -1080,11 +1159,10 @@ def generate_case(seed: int | np.random.SeedSequence, *, abnormal: bool,
         "tumor": tumor_meta,
         "duct": duct_meta,
         "habitus_mm": {k: float(an.p[k]) for k in ("a", "b", "t_fat", "t_mus")},
-        "hu": {ph: {n: float(hu[k, T[n]]) for n in ("pancreas", "liver", "spleen", "artery", "portal",
+        "hu": {ph: {n: float(hu[k, _T[n]]) for n in ("pancreas", "liver", "spleen", "artery", "portal",
                                                     "kidney_cortex", "tumor", "fat", "muscle")}
                for k, ph in enumerate(("arterial", "venous"))},
     }
-    assert BACKGROUND == 0  # the tissue->label table relies on it
     return PhantomCase(case_id=case_id, abnormal=abnormal, arterial=images[0], venous=images[1],
                        arterial_label=labels[0], venous_label=labels[1], spacing=spacing,
                        affine=affine_from_spacing(spacing), meta=meta)
