@@ -27,8 +27,10 @@ def run_demo(out: str | Path, *, seed: int = 7, models: str | Path | None = None
     for phase in PHASES:
         inputs[phase] = save_nifti(out / "input" / f"{phase}.nii.gz", getattr(case, phase), case.affine)
         save_nifti(out / "input" / f"{phase}_label.nii.gz", getattr(case, f"{phase}_label"), case.affine)
-    echo(f"phantom case (seed {seed}, abnormal, {case.meta.get('tumor', {}).get('visibility', '')}) "
-         f"written to {out / 'input'}")
+    tumor = case.meta.get("tumor", {})
+    echo(f"phantom case (seed {seed}): PNET in the {tumor.get('location', '?')}, "
+         f"{tumor.get('diameter_mm', float('nan')):.0f} mm, pattern {tumor.get('pattern', '?')}, "
+         f"duct {'yes' if case.meta.get('duct', {}).get('present') else 'no'}; written to {out / 'input'}")
 
     predictors = load_predictors(models, allow_untrained=True)
     untrained = [p for p, (_, spec) in predictors.items() if not spec.trained]
