@@ -97,3 +97,14 @@ def test_torch_predictor_on_cuda_matches_cpu():
     cpu = TorchPredictor(model, spec, device="cpu")(batch)
     gpu = TorchPredictor(model, spec, device="cuda")(batch)
     assert (cpu == gpu).mean() > 0.999
+
+
+def test_real_ct_runs_through_the_pipeline(real_ct_dir):
+    from s4c.io import load_nifti
+
+    vol = load_nifti(real_ct_dir / "example_ct_sm.nii.gz")
+    spec = ModelSpec(width=4, phase="venous", spacing=(2.5, 2.5, 2.5))
+    pred = TorchPredictor(S4CNet(width=4).eval(), spec, device="cpu")
+    res = run_phase(vol.array, vol.spacing, pred, spec, batch_size=4)
+    assert res.decision.labels.shape == vol.array.shape
+    assert isinstance(res.decision.abnormal, bool)

@@ -214,3 +214,19 @@ def test_rejects_predictor_switching_output_kind():
 
     with pytest.raises(ValueError, match="switched"):
         sliding_window_inference(np.zeros((64, 64, 100)), pred, batch_size=1)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_voter_rejects_bad_batches(backend):
+    voter = LabelVoter((8, 8, 16), 8, 8, backend=backend)
+    with pytest.raises(ValueError, match="label 4"):
+        voter.add(np.full((1, 8, 8, 8), 4, np.uint8), np.array([[0, 0, 0]]))
+    with pytest.raises(ValueError, match="uint8"):
+        voter.add(np.zeros((1, 8, 8, 8), np.int16), np.array([[0, 0, 0]]))
+    with pytest.raises(ValueError, match="outside"):
+        voter.add(np.zeros((1, 8, 8, 8), np.uint8), np.array([[0, 0, 9]]))
+    with pytest.raises(ValueError, match="origin"):
+        voter.add(np.zeros((2, 8, 8, 8), np.uint8), np.array([[0, 0, 0]]))
+    pv = ProbabilityVoter((8, 8, 8), 8)
+    with pytest.raises(ValueError, match="NaN"):
+        pv.add(np.full((1, 4, 8, 8, 8), np.inf, np.float32), np.array([[0, 0, 0]]))

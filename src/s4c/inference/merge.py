@@ -97,8 +97,15 @@ class _StreamingVoter:
         if self._done:
             raise RuntimeError("voter already finalised")
         origins = np.asarray(origins, dtype=np.int64)
-        if len(origins) != len(patches):
-            raise ValueError(f"{len(patches)} patches but {len(origins)} origins")
+        if origins.ndim != 2 or origins.shape[1] != 3 or len(origins) != len(patches):
+            raise ValueError(f"need one (z, y, x) origin per patch, got {len(patches)} patches and origins "
+                             f"of shape {origins.shape}")
+        if len(origins) == 0:
+            return
+        lo, hi = origins.min(axis=0), origins.max(axis=0) + self.window
+        if (lo < 0).any() or (hi > np.asarray(self.shape)).any():
+            raise ValueError(f"window origins {lo.tolist()}..{(hi - self.window).tolist()} fall outside {self.shape}")
+        self._check_patches(patches)
         start = 0
         zs = origins[:, 0]
         while start < len(origins):
@@ -144,6 +151,15 @@ class LabelVoter(_StreamingVoter):
         self._mask = self.word((1 << self.lane) - 1)
         self._lut = (self._one << (self._lane * np.arange(num_classes, dtype=self.word))).astype(self.word)
 
+    def _check_patches(self, patches: np.ndarray) -> None:
+        cube = (self.window,) * 3
+        if not isinstance(patches, np.ndarray) or patches.dtype != np.uint8 or patches.shape[1:] != cube:
+            raise ValueError(f"label patches must be uint8 (n, {self.window}, {self.window}, {self.window}), got "
+                             f"{getattr(patches, 'dtype', type(patches).__name__)} {getattr(patches, 'shape', '')}")
+        top = int(patches.max())
+        if top >= self.num_classes:  # would overflow into the next lane of the packed counts
+            raise ValueError(f"label patches hold label {top}, outside 0..{self.num_classes - 1}")
+
     def _accumulate(self, patches: np.ndarray, origins: np.ndarray) -> None:
         if self.backend == "numba":
             _kernels.add_label_votes(self.acc, patches, origins, self._one, self._lane)
@@ -177,6 +193,14 @@ class ProbabilityVoter(_StreamingVoter):
                  tie_priority: Sequence[int] | None = None) -> None:
         super().__init__(shape, window, tie_priority, num_classes)
         self.acc = np.zeros((num_classes, window, self.shape[1], self.shape[2]), dtype=np.float32)
+
+    def _check_patches(self, patches: np.ndarray) -> None:
+        expected = (self.num_classes,) + (self.window,) * 3
+        if not isinstance(patches, np.ndarray) or patches.dtype.kind != "f" or patches.shape[1:] != expected:
+            raise ValueError(f"probability patches must be float (n, {', '.join(map(str, expected))}), got "
+                             f"{getattr(patches, 'dtype', type(patches).__name__)} {getattr(patches, 'shape', '')}")
+        if not np.isfinite(patches).all():
+            raise ValueError("probability patches contain NaN or Inf")
 
     def _accumulate(self, patches: np.ndarray, origins: np.ndarray) -> None:
         p = self.window

@@ -30,22 +30,20 @@ def _check_positive_int(value: int, name: str) -> int:
 
 
 def _check_output(out: object, n: int, window: int, num_classes: int) -> tuple[str, np.ndarray]:
-    """Classify a predictor output as 'labels' or 'probabilities', or raise naming what is wrong."""
+    """Classify a predictor output as 'labels' or 'probabilities', or raise naming what is wrong.
+
+    Value checks (label range, finiteness) are the voters' job, so they happen once.
+    """
     if not isinstance(out, np.ndarray):
         raise ValueError(f"predictor must return a numpy array, got {type(out).__name__}")
     cube = (window, window, window)
     if out.ndim == 4 and out.shape == (n, *cube):
         if out.dtype != np.uint8:
             raise ValueError(f"predictor labels must be uint8, got {out.dtype}")
-        top = int(out.max())
-        if top >= num_classes:
-            raise ValueError(f"predictor returned label {top}, outside 0..{num_classes - 1}")
         return "labels", out
     if out.ndim == 5 and out.shape == (n, num_classes, *cube):
         if out.dtype.kind != "f":
             raise ValueError(f"predictor probabilities must be floating point, got {out.dtype}")
-        if not np.isfinite(out).all():
-            raise ValueError("predictor returned NaN or Inf probabilities")
         return "probabilities", out
     raise ValueError(f"predictor returned shape {out.shape} for a batch of {n}; expected "
                      f"{(n, *cube)} labels or {(n, num_classes, *cube)} probabilities")
