@@ -71,6 +71,64 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from s4c.training.train import TrainConfig, train
+
+    cfg = TrainConfig(data=str(args.data), phase=args.phase, out=str(args.out), fold=args.fold, folds=args.folds,
+                      iterations=args.iterations, batch_size=args.batch_size, width=args.width, seed=args.seed,
+                      spacing=tuple(args.spacing) if args.spacing else None, checkpoint_every=args.checkpoint_every,
+                      device=args.device, threads=args.threads, lr=args.lr)
+    path = train(cfg, progress=not args.no_progress)
+    print(f"model written to {path}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from s4c.evaluation.evaluate import evaluate
+
+    report = evaluate(args.data, args.out, models=args.models, stride=args.stride, batch_size=args.batch_size,
+                      threads=args.threads, progress=not args.no_progress)
+    _print_summary(report, args.out)
+    return 0
+
+
+def _cmd_cv(args: argparse.Namespace) -> int:
+    from s4c.evaluation.evaluate import cross_validate
+
+    report = cross_validate(args.data, args.out, folds=args.folds, seed=args.seed, stride=args.stride,
+                            eval_batch_size=args.eval_batch_size, threads=args.threads, progress=not args.no_progress,
+                            iterations=args.iterations, batch_size=args.batch_size, width=args.width)
+    _print_summary(report, args.out)
+    return 0
+
+
+def _print_summary(report: dict, out: Path) -> None:
+    for name in ("arterial", "venous", "fused"):
+        r = report[name]
+        print(f"{name:9s} sensitivity {r['sensitivity']:.3f} ({r['n_abnormal'] - r['misses']}/{r['n_abnormal']}) "
+              f"specificity {r['specificity']:.3f} ({r['n_normal'] - r['wrong_calls']}/{r['n_normal']})"
+              + (f" tumour DSC {r['dsc_tumor']:.3f}" if "dsc_tumor" in r else ""))
+    print(f"reports in {out}")
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    if args.target == "onnx":
+        from s4c.export.onnx import export_onnx
+
+        path = export_onnx(args.checkpoint, args.out, probabilities=args.probabilities)
+    elif args.target == "trt":
+        from s4c.export.tensorrt import build_engine
+
+        path = build_engine(args.onnx, args.out, min_batch=args.min_batch, opt_batch=args.opt_batch,
+                            max_batch=args.max_batch)
+    else:
+        from s4c.export.repository import export_repository
+
+        path = export_repository(args.out, models=args.models)
+    print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="s4c", description="S4C screening for pancreatic neuroendocrine tumours "
                                 "in dual-phase CT.")
@@ -93,6 +151,66 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--stride", type=_positive_int, default=DEFAULT_STRIDE)
     de.add_argument("--batch-size", type=_positive_int, default=8)
     de.set_defaults(func=_cmd_demo)
+
+    tr = sub.add_parser("train", help="train one phase model with the paper's recipe")
+    tr.add_argument("--data", required=True, type=Path, help="cohort folder with manifest.csv")
+    tr.add_argument("--phase", required=True, choices=["arterial", "venous"])
+    tr.add_argument("--out", required=True, type=Path, help="run folder (resumes if it holds state.pt)")
+    tr.add_argument("--fold", type=_count, default=None, help="hold out this fold (default: train on all cases)")
+    tr.add_argument("--folds", type=_positive_int, default=4)
+    tr.add_argument("--iterations", type=_positive_int, default=80_000)
+    tr.add_argument("--batch-size", type=_positive_int, default=16)
+    tr.add_argument("--width", type=_positive_int, default=32, help="base channels w (paper: 32)")
+    tr.add_argument("--lr", type=_spacing, default=0.01, help="base learning rate (poly decay, power 0.9)")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--spacing", type=_spacing, nargs=3, default=None, metavar=("Z", "Y", "X"),
+                    help="working spacing in mm (default: the first case's)")
+    tr.add_argument("--checkpoint-every", type=_positive_int, default=100)
+    tr.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    tr.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for torch")
+    tr.add_argument("--no-progress", action="store_true")
+    tr.set_defaults(func=_cmd_train)
+
+    ev = sub.add_parser("evaluate", help="run S4C on a labelled cohort and write report.json / report.md")
+    ev.add_argument("--data", required=True, type=Path)
+    ev.add_argument("--models", type=Path, default=None, help="folder with default_{arterial,venous}.pt")
+    ev.add_argument("--out", required=True, type=Path)
+    ev.add_argument("--stride", type=_positive_int, default=DEFAULT_STRIDE)
+    ev.add_argument("--batch-size", type=_positive_int, default=8)
+    ev.add_argument("--threads", type=_positive_int, default=None)
+    ev.add_argument("--no-progress", action="store_true")
+    ev.set_defaults(func=_cmd_evaluate)
+
+    cv = sub.add_parser("cv", help="k-fold cross-validation: train folds x phases, evaluate each case once")
+    cv.add_argument("--data", required=True, type=Path)
+    cv.add_argument("--folds", type=_positive_int, default=4)
+    cv.add_argument("--out", required=True, type=Path)
+    cv.add_argument("--iterations", type=_positive_int, default=80_000)
+    cv.add_argument("--batch-size", type=_positive_int, default=16, help="training batch")
+    cv.add_argument("--eval-batch-size", type=_positive_int, default=8)
+    cv.add_argument("--width", type=_positive_int, default=32)
+    cv.add_argument("--seed", type=int, default=0)
+    cv.add_argument("--stride", type=_positive_int, default=DEFAULT_STRIDE)
+    cv.add_argument("--threads", type=_positive_int, default=None)
+    cv.add_argument("--no-progress", action="store_true")
+    cv.set_defaults(func=_cmd_cv)
+
+    ex = sub.add_parser("export", help="export a segmenter: onnx, trt (FP16 engine) or repository")
+    exs = ex.add_subparsers(dest="target", required=True)
+    eo = exs.add_parser("onnx")
+    eo.add_argument("--checkpoint", required=True, type=Path)
+    eo.add_argument("--out", required=True, type=Path)
+    eo.add_argument("--probabilities", action="store_true", help="also output class probabilities")
+    et = exs.add_parser("trt")
+    et.add_argument("--onnx", required=True, type=Path)
+    et.add_argument("--out", required=True, type=Path)
+    et.add_argument("--min-batch", type=_positive_int, default=1)
+    et.add_argument("--opt-batch", type=_positive_int, default=8)
+    et.add_argument("--max-batch", type=_positive_int, default=16)
+    er = exs.add_parser("repository")
+    er.add_argument("--out", required=True, type=Path)
+    er.add_argument("--models", type=Path, default=None)
+    ex.set_defaults(func=_cmd_export)
 
     cl = sub.add_parser("classify", help="apply the component filter and decision rule to a label NIfTI")
     cl.add_argument("--labels", required=True, type=Path)

@@ -37,3 +37,26 @@ class TorchPredictor:
             logits = self.model(self.torch.from_numpy(x).to(self.device))
             labels = logits.argmax(dim=1).to(self.torch.uint8)
         return labels.cpu().numpy()
+
+
+class OnnxPredictor:
+    """Runs an exported segmenter (HU in, uint8 labels out) in ONNX Runtime."""
+
+    def __init__(self, onnx_path: str | Path, *, threads: int | None = None,
+                 providers: list[str] | None = None) -> None:
+        import onnxruntime as ort
+
+        from s4c import contract
+        from s4c.export.onnx import read_spec
+
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(onnx_path), sess_options=opts,
+                                            providers=providers or ["CPUExecutionProvider"])
+        self.spec = read_spec(onnx_path)
+        self._input = contract.SEG_INPUT
+        self._output = contract.SEG_LABELS
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run([self._output], {self._input: np.ascontiguousarray(batch, dtype=np.float32)})[0]

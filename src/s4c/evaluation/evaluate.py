@@ -1,0 +1,213 @@
+"""``s4c evaluate`` and ``s4c cv``: the S4C pipeline on a labelled cohort, per phase and fused.
+
+Per case and phase: run the pipeline, keep the decision, the kept tumour/duct voxel counts and the
+DSCs of the pancreas set {1, 2, 3} and of the tumour against the reference labels. Then
+summarise like the paper: Table 1 per phase (DSC of normal and abnormal pancreas, tumour DSC,
+misses, wrong calls, sensitivity, specificity) and Table 2 fused, plus an ROC over the tumour-voxel
+threshold with its AUC.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from s4c.data.cohort import CaseEntry, read_manifest
+from s4c.evaluation.metrics import detection_stats, dsc, mean_dsc
+from s4c.evaluation.tables import Table1Row, Table2Row, render_table1, render_table2
+from s4c.inference.pipeline import run_phase
+from s4c.io import load_nifti
+from s4c.labels import DUCT, MIN_DUCT_VOXELS, MIN_TUMOR_VOXELS, PHASES, TUMOR
+from s4c.training.plot import plot_curve
+
+Predictors = Mapping[str, tuple[Callable[[np.ndarray], np.ndarray], object]]
+
+
+def evaluate_case(root: Path, entry: CaseEntry, predictors: Predictors, *, stride: int = 20,
+                  batch_size: int = 8) -> dict:
+    """Run both phases of one case and score them against its labels."""
+    out: dict = {"case_id": entry.case_id, "abnormal": entry.abnormal}
+    for phase in PHASES:
+        img_path, lab_path = entry.path(root, phase), entry.path(root, f"{phase}_label")
+        if img_path is None or not img_path.exists():
+            raise ValueError(f"case {entry.case_id}: {phase} image missing")
+        vol = load_nifti(img_path)
+        predictor, spec = predictors[phase]
+        t = time.perf_counter()
+        res = run_phase(vol.array, vol.spacing, predictor, spec, stride=stride, batch_size=batch_size)
+        d = res.decision
+        row = {"abnormal_pred": int(d.abnormal), "tumor_voxels": d.tumor_voxels, "duct_voxels": d.duct_voxels,
+               "seconds": time.perf_counter() - t}
+        if lab_path is not None:
+            ref = load_nifti(lab_path).array
+            if ref.shape != d.labels.shape:
+                raise ValueError(f"case {entry.case_id} {phase}: label shape {ref.shape} != image {d.labels.shape}")
+            row["dsc_pancreas"] = dsc(d.labels > 0, ref > 0)
+            row["dsc_tumor"] = dsc(d.labels == TUMOR, ref == TUMOR)
+            row["dsc_duct"] = dsc(d.labels == DUCT, ref == DUCT)
+        out[phase] = row
+    out["fused_pred"] = int(out["arterial"]["abnormal_pred"] or out["venous"]["abnormal_pred"])
+    return out
+
+
+def _phase_summary(cases: Sequence[dict], phase: str) -> dict:
+    truth = [c["abnormal"] for c in cases]
+    stats = detection_stats(truth, [c[phase]["abnormal_pred"] for c in cases])
+    d = stats.to_dict()
+    d["dsc_normal_pancreas"] = mean_dsc(c[phase].get("dsc_pancreas", math.nan) for c in cases if not c["abnormal"])
+    d["dsc_abnormal_pancreas"] = mean_dsc(c[phase].get("dsc_pancreas", math.nan) for c in cases if c["abnormal"])
+    d["dsc_tumor"] = mean_dsc(c[phase].get("dsc_tumor", math.nan) for c in cases if c["abnormal"])
+    return d
+
+
+def roc(scores: Sequence[float], truth: Sequence[int]) -> tuple[list[float], list[float], float]:
+    """ROC points (false-positive rate, true-positive rate) over every threshold, and the AUC
+    (the Mann-Whitney probability that an abnormal case outscores a normal one, ties counting half)."""
+    s = np.asarray(scores, float)
+    t = np.asarray(truth, int)
+    pos, neg = s[t == 1], s[t == 0]
+    thresholds = np.unique(np.concatenate([s, [np.inf]]))[::-1]
+    fpr = [float((neg >= th).mean()) if len(neg) else math.nan for th in thresholds]
+    tpr = [float((pos >= th).mean()) if len(pos) else math.nan for th in thresholds]
+    if len(pos) and len(neg):
+        greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+        auc = float(greater / (len(pos) * len(neg)))
+    else:
+        auc = math.nan
+    return fpr, tpr, auc
+
+
+def summarize(cases: Sequence[dict], *, min_duct_voxels: int = MIN_DUCT_VOXELS) -> dict:
+    """The report: objects ``arterial``, ``venous`` and ``fused`` plus the ROC of the fused rule."""
+    if not cases:
+        raise ValueError("no cases to summarise")
+    report = {p: _phase_summary(cases, p) for p in PHASES}
+    truth = [c["abnormal"] for c in cases]
+    report["fused"] = detection_stats(truth, [c["fused_pred"] for c in cases]).to_dict()
+    # ROC: the fused rule with the tumour threshold swept and the duct rule fixed.
+    scores = []
+    for c in cases:
+        duct = any(c[p]["duct_voxels"] >= min_duct_voxels for p in PHASES)
+        scores.append(math.inf if duct else max(c[p]["tumor_voxels"] for p in PHASES))
+    fpr, tpr, auc = roc([1e18 if math.isinf(x) else x for x in scores], truth)
+    report["fused"]["roc_auc"] = auc
+    report["roc"] = {"fpr": fpr, "tpr": tpr, "score": "max kept tumour voxels over phases (duct rule fixed)"}
+    report["thresholds"] = {"min_tumor_voxels": MIN_TUMOR_VOXELS, "min_duct_voxels": min_duct_voxels}
+    return report
+
+
+def render_report_md(report: dict, method: str = "S4C") -> str:
+    """Markdown with the paper's Table 1 and Table 2 layouts."""
+    from s4c.evaluation.metrics import DetectionStats
+
+    def stats(d: dict) -> DetectionStats:
+        return DetectionStats(d["n_abnormal"], d["n_normal"], d["misses"], d["wrong_calls"])
+
+    rows1 = [Table1Row(p.capitalize(), method, report[p]["dsc_normal_pancreas"], report[p]["dsc_abnormal_pancreas"],
+                       report[p]["dsc_tumor"], stats(report[p])) for p in ("venous", "arterial")]
+    rows2 = [Table2Row("Arterial&Venous", method, stats(report["fused"]))]
+    lines = ["# S4C evaluation", "", "## Table 1: per phase (DSC, detection)", "", render_table1(rows1),
+             "## Table 2: dual phase (either phase abnormal)", "", render_table2(rows2)]
+    f = report["fused"]
+    lines.append(f"Fused sensitivity 95% CI {f['sensitivity_ci95'][0]:.3f}-{f['sensitivity_ci95'][1]:.3f}, "
+                 f"specificity 95% CI {f['specificity_ci95'][0]:.3f}-{f['specificity_ci95'][1]:.3f} (Wilson); "
+                 f"ROC AUC over the tumour-voxel threshold {f['roc_auc']:.3f}.\n")
+    return "\n".join(lines)
+
+
+def write_reports(out: str | Path, cases: Sequence[dict], extra: dict | None = None) -> dict:
+    """Write ``report.json``, ``report.md``, ``cases.json`` and ``roc.png`` into ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = summarize(cases)
+    if extra:
+        report.update(extra)
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
+    (out / "cases.json").write_text(json.dumps(list(cases), indent=2, default=_json_default) + "\n")
+    (out / "report.md").write_text(render_report_md(report))
+    plot_curve(report["roc"]["fpr"], report["roc"]["tpr"], out / "roc.png", smooth=1,
+               title=f"ROC, fused, tumour-voxel threshold swept: AUC {report['fused']['roc_auc']:.3f} "
+                     f"(x: 1 - specificity, y: sensitivity)", xlabel_unit="")
+    return report
+
+
+def _json_default(x):
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.floating,)):
+        return float(x)
+    raise TypeError(type(x).__name__)
+
+
+def evaluate(data: str | Path, out: str | Path, *, models: str | Path | None = None, stride: int = 20,
+             batch_size: int = 8, threads: int | None = None, progress: bool = True) -> dict:
+    """Evaluate the models in ``models`` (default: embedded) on every case of the cohort ``data``."""
+    root = Path(data)
+    entries = read_manifest(root)
+    if not entries:
+        raise ValueError(f"{root / 'manifest.csv'} lists no cases")
+    from s4c.models import checkpoint_path
+
+    ckpts = {phase: checkpoint_path(phase, models) for phase in PHASES}
+    predictors = onnx_predictors(ckpts, Path(out) / "onnx", threads=threads)
+    cases = _run_cases(root, entries, predictors, stride, batch_size, progress)
+    return write_reports(out, cases, {"data": str(root), "models": str(models or "embedded default"),
+                                      "stride": stride})
+
+
+def onnx_predictors(checkpoints: Mapping[str, Path], workdir: Path, *, threads: int | None = None) -> dict:
+    """{phase: (OnnxPredictor, spec)} for {phase: checkpoint}, exported to ONNX into ``workdir``."""
+    from s4c.export.onnx import export_onnx
+    from s4c.inference.predictor import OnnxPredictor
+
+    out = {}
+    for phase, ckpt in checkpoints.items():
+        if not Path(ckpt).exists():
+            raise FileNotFoundError(f"no {phase} model at {ckpt}")
+        onnx_path = export_onnx(ckpt, workdir / f"{phase}.onnx")
+        pred = OnnxPredictor(onnx_path, threads=threads)
+        out[phase] = (pred, pred.spec)
+    return out
+
+
+def cross_validate(data: str | Path, out: str | Path, *, folds: int = 4, seed: int = 0, stride: int = 20,
+                   eval_batch_size: int = 8, threads: int | None = None, progress: bool = True, **train_kwargs) -> dict:
+    """Train folds x phases, then evaluate every case exactly once, with the models of the fold that
+    held it out. Folds are stratified by diagnosis and split by case (both phases together)."""
+    from s4c.training.data import check_fold, stratified_folds
+    from s4c.training.train import TrainConfig, train
+
+    root, out = Path(data), Path(out)
+    entries = read_manifest(root)
+    if not entries:
+        raise ValueError(f"{root / 'manifest.csv'} lists no cases")
+    fold_of = stratified_folds(entries, folds, seed)
+    for k in range(folds):  # every fold is checked before any training starts
+        check_fold(entries, fold_of, k, folds)
+    cases: list[dict] = []
+    for k in range(folds):
+        ckpts = {}
+        for phase in PHASES:
+            cfg = TrainConfig(data=str(root), phase=phase, out=str(out / f"fold{k}" / phase), fold=k, folds=folds,
+                              seed=seed, threads=threads, **train_kwargs)
+            ckpts[phase] = train(cfg, progress=progress)
+        predictors = onnx_predictors(ckpts, out / f"fold{k}" / "onnx", threads=threads)
+        held_out = [e for e, f in zip(entries, fold_of, strict=True) if f == k]
+        for c in _run_cases(root, held_out, predictors, stride, eval_batch_size, progress):
+            cases.append({**c, "fold": k})
+    return write_reports(out, cases, {"data": str(root), "folds": folds, "seed": seed, "stride": stride,
+                                      "train": train_kwargs})
+
+
+def _run_cases(root, entries, predictors, stride, batch_size, progress) -> list[dict]:
+    it = entries
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(entries, desc="evaluate", unit="case")
+    return [evaluate_case(root, e, predictors, stride=stride, batch_size=batch_size) for e in it]

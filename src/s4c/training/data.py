@@ -1,0 +1,157 @@
+"""Training data: cohort loading for one phase, stratified case-level folds, patch sampling and
+augmentation. Arrays are Z, Y, X.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from s4c.data.cohort import CaseEntry, read_manifest
+from s4c.io import load_nifti
+from s4c.labels import DUCT, PATCH_SIZE, PHASES, TUMOR
+from s4c.preprocessing import labels_to_grid, needs_resampling, resample_image
+
+#: Patch sampling mix: centred on a tumour/duct voxel (when the case has one), on any pancreas-set
+#: voxel, or anywhere. Lesions are tiny next to the volume, so they are oversampled.
+SAMPLING = {"lesion": 1 / 3, "pancreas": 1 / 3, "random": 1 / 3}
+
+
+@dataclass
+class TrainingCase:
+    """One phase of one case on the working grid: HU int16 image and uint8 labels, (Z, Y, X)."""
+
+    case_id: str
+    abnormal: int
+    image: np.ndarray
+    labels: np.ndarray
+    lesion_idx: np.ndarray  # flat indices of tumour/duct voxels
+    pancreas_idx: np.ndarray  # flat indices of pancreas-set voxels
+
+
+def stratified_folds(entries: Sequence[CaseEntry], folds: int, seed: int = 0) -> list[int]:
+    """Fold number of each entry: case-level, stratified by diagnosis, deterministic for ``seed``.
+
+    Both phases of a case always share its fold, because folds are assigned per case id.
+    """
+    if folds < 2:
+        raise ValueError(f"folds must be >= 2, got {folds}")
+    rng = np.random.default_rng(seed)
+    fold = [0] * len(entries)
+    for flag in (0, 1):
+        idx = sorted((i for i, e in enumerate(entries) if e.abnormal == flag), key=lambda i: entries[i].case_id)
+        idx = [idx[j] for j in rng.permutation(len(idx))]
+        for rank, i in enumerate(idx):
+            fold[i] = rank % folds
+    return fold
+
+
+def check_fold(entries: Sequence[CaseEntry], fold_of: Sequence[int], fold: int, folds: int) -> None:
+    """Raise ``ValueError`` unless fold ``fold`` and its training part each hold normal and abnormal cases."""
+    if not 0 <= fold < folds:
+        raise ValueError(f"fold must be in 0..{folds - 1}, got {fold}")
+    test = [e for e, f in zip(entries, fold_of, strict=True) if f == fold]
+    train = [e for e, f in zip(entries, fold_of, strict=True) if f != fold]
+    for name, part in (("test", test), ("training", train)):
+        for flag, word in ((0, "normal"), (1, "abnormal")):
+            if not any(e.abnormal == flag for e in part):
+                raise ValueError(f"fold {fold} of {folds}: its {name} part has no {word} case "
+                                 f"({sum(e.abnormal == 0 for e in entries)} normal, "
+                                 f"{sum(e.abnormal == 1 for e in entries)} abnormal in the cohort)")
+
+
+def load_case(root: Path, entry: CaseEntry, phase: str, spacing: Sequence[float] | None) -> TrainingCase:
+    """Load one phase of ``entry`` with its labels, checked, resampled to ``spacing`` when given."""
+    if phase not in PHASES:
+        raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
+    img_path = entry.path(root, phase)
+    lab_path = entry.path(root, f"{phase}_label")
+    if lab_path is None:
+        raise ValueError(f"case {entry.case_id}: no {phase}_label in the manifest; training needs labels")
+    for p in (img_path, lab_path):
+        if not p.exists():
+            raise ValueError(f"case {entry.case_id}: file {p.relative_to(root)} does not exist")
+    img = load_nifti(img_path)
+    lab = load_nifti(lab_path)
+    if img.array.shape != lab.array.shape:
+        raise ValueError(f"case {entry.case_id} {phase}: image shape {img.array.shape} != label shape "
+                         f"{lab.array.shape}")
+    if lab.array.dtype.kind not in "iu" or lab.array.min() < 0 or lab.array.max() > 3:
+        raise ValueError(f"case {entry.case_id} {phase}: labels must be integers 0..3, found "
+                         f"{lab.array.min()}..{lab.array.max()} ({lab.array.dtype})")
+    if img.array.dtype.kind == "f" and not np.isfinite(img.array).all():
+        raise ValueError(f"case {entry.case_id} {phase}: image has NaN or Inf voxels")
+    image = np.clip(np.rint(img.array), -32768, 32767).astype(np.int16)
+    labels = lab.array.astype(np.uint8)
+    if spacing is not None and needs_resampling(img.spacing, spacing):
+        work = resample_image(image, img.spacing, spacing)
+        labels = labels_to_grid(labels, img.spacing, work.shape, spacing)
+        image = np.rint(work).astype(np.int16)
+    flat = labels.reshape(-1)
+    lesion = np.flatnonzero((flat == TUMOR) | (flat == DUCT))
+    pancreas = np.flatnonzero(flat)
+    return TrainingCase(entry.case_id, entry.abnormal, image, labels, lesion, pancreas)
+
+
+def load_cohort(data: str | Path, phase: str, *, fold: int | None = None, folds: int = 4, seed: int = 0,
+                spacing: Sequence[float] | None = None, split: str = "train") -> list[TrainingCase]:
+    """Load the ``split`` ('train' or 'test') part of fold ``fold`` (all cases when ``fold`` is None).
+
+    Every file is opened and checked before anything is returned, so bad input fails before training.
+    """
+    root = Path(data)
+    entries = read_manifest(root)
+    if not entries:
+        raise ValueError(f"{root / 'manifest.csv'} lists no cases")
+    if fold is not None:
+        fold_of = stratified_folds(entries, folds, seed)
+        check_fold(entries, fold_of, fold, folds)
+        entries = [e for e, f in zip(entries, fold_of, strict=True) if (f == fold) == (split == "test")]
+    return [load_case(root, e, phase, spacing) for e in entries]
+
+
+def _crop(arr: np.ndarray, centre: np.ndarray, size: int, fill) -> np.ndarray:
+    """A ``size``-cubed crop of ``arr`` centred at ``centre``; outside voxels take ``fill``."""
+    out = np.full((size,) * 3, fill, dtype=arr.dtype)
+    lo = centre - size // 2
+    src, dst = [], []
+    for a in range(3):
+        s0, s1 = max(lo[a], 0), min(lo[a] + size, arr.shape[a])
+        src.append(slice(s0, s1))
+        dst.append(slice(s0 - lo[a], s1 - lo[a]))
+    out[tuple(dst)] = arr[tuple(src)]
+    return out
+
+
+def sample_patch(case: TrainingCase, rng: np.random.Generator, pad_hu: float,
+                 size: int = PATCH_SIZE) -> tuple[np.ndarray, np.ndarray, str]:
+    """One (image, labels, kind) training patch pair following :data:`SAMPLING`."""
+    kind = rng.choice(list(SAMPLING), p=list(SAMPLING.values()))
+    if kind == "lesion" and len(case.lesion_idx) == 0:
+        kind = "pancreas"
+    if kind == "pancreas" and len(case.pancreas_idx) == 0:
+        kind = "random"
+    if kind == "random":
+        centre = np.array([rng.integers(0, n) for n in case.image.shape])
+    else:
+        idx = case.lesion_idx if kind == "lesion" else case.pancreas_idx
+        centre = np.array(np.unravel_index(idx[rng.integers(len(idx))], case.image.shape))
+    return _crop(case.image, centre, size, pad_hu), _crop(case.labels, centre, size, 0), kind
+
+
+def augment(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The paper's augmentation on a cubic patch pair: a rotation by 0, 90, 180 or 270 degrees in one of
+    the three axis planes, then an independent flip on each of the three axes."""
+    planes = ((0, 1), (0, 2), (1, 2))
+    plane = planes[rng.integers(3)]
+    k = int(rng.integers(4))
+    image = np.rot90(image, k, axes=plane)
+    labels = np.rot90(labels, k, axes=plane)
+    for axis in range(3):
+        if rng.random() < 0.5:
+            image = np.flip(image, axis)
+            labels = np.flip(labels, axis)
+    return np.ascontiguousarray(image), np.ascontiguousarray(labels)
