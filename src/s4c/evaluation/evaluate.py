@@ -127,8 +127,8 @@ def write_reports(out: str | Path, cases: Sequence[dict], extra: dict | None = N
     report = summarize(cases)
     if extra:
         report.update(extra)
-    (out / "report.json").write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
-    (out / "cases.json").write_text(json.dumps(list(cases), indent=2, default=_json_default) + "\n")
+    (out / "report.json").write_text(json.dumps(_strict(report), indent=2, allow_nan=False) + "\n")
+    (out / "cases.json").write_text(json.dumps(_strict(list(cases)), indent=2, allow_nan=False) + "\n")
     (out / "report.md").write_text(render_report_md(report))
     plot_curve(report["roc"]["fpr"], report["roc"]["tpr"], out / "roc.png", smooth=1,
                title=f"ROC, fused, tumour-voxel threshold swept: AUC {report['fused']['roc_auc']:.3f} "
@@ -136,12 +136,17 @@ def write_reports(out: str | Path, cases: Sequence[dict], extra: dict | None = N
     return report
 
 
-def _json_default(x):
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (np.floating,)):
-        return float(x)
-    raise TypeError(type(x).__name__)
+def _strict(x):
+    """Plain JSON: numpy scalars to Python, NaN/Inf (undefined DSCs, CIs of empty groups) to null."""
+    if isinstance(x, dict):
+        return {k: _strict(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_strict(v) for v in x]
+    if isinstance(x, (np.integer, np.bool_)):
+        return x.item()
+    if isinstance(x, (float, np.floating)):
+        return float(x) if math.isfinite(x) else None
+    return x
 
 
 def evaluate(data: str | Path, out: str | Path, *, models: str | Path | None = None, stride: int = 20,

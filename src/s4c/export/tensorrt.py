@@ -1,0 +1,105 @@
+"""``s4c export trt``: an FP16 TensorRT engine with one optimisation profile over the batch axis.
+
+* TensorRT 10: the FP32 ONNX graph is parsed and built with the FP16 builder flag.
+* TensorRT 11 and later: networks are strongly typed and the FP16 flag is gone, so the graph is first
+  converted to FP16 (:func:`to_fp16_onnx`, FP32/uint8 I/O kept) and built as it is typed.
+
+Next to ``model.plan`` goes ``model.plan.json``: TensorRT version, GPU, compute capability, profile
+and the path taken. Engines are specific to the TensorRT version and GPU that built them: build on the
+serving machine with the TensorRT of its Triton container.
+
+Status: written against the TensorRT 10/11 Python APIs but not yet run on a GPU (no TensorRT or GPU
+on the development machines). :func:`to_fp16_onnx` is verified on the CPU with ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from s4c import contract
+
+
+def to_fp16_onnx(onnx_in: str | Path, onnx_out: str | Path) -> Path:
+    """Convert an exported segmenter to FP16 weights and compute, keeping FP32 input and uint8/FP32
+    outputs, as TensorRT 11 needs for an FP16 engine."""
+    import onnx
+    from onnxconverter_common import float16
+
+    model = onnx.load(str(onnx_in))
+    fp16 = float16.convert_float_to_float16(model, keep_io_types=True)
+    onnx.checker.check_model(fp16)
+    out = Path(onnx_out)
+    onnx.save(fp16, str(out))
+    return out
+
+
+def tensorrt_major(trt) -> int:
+    """Major version of an imported ``tensorrt`` module."""
+    return int(str(trt.__version__).split(".")[0])
+
+
+def _check_profile(min_batch: int, opt_batch: int, max_batch: int) -> None:
+    if not (1 <= min_batch <= opt_batch <= max_batch):
+        raise ValueError(f"need 1 <= min-batch <= opt-batch <= max-batch, got {min_batch}, {opt_batch}, {max_batch}")
+
+
+def _gpu_facts() -> dict:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            major, minor = torch.cuda.get_device_capability(0)
+            return {"gpu": torch.cuda.get_device_name(0), "compute_capability": f"{major}.{minor}"}
+    except ImportError:
+        pass
+    return {"gpu": "unknown", "compute_capability": "unknown"}
+
+
+def build_engine(onnx_path: str | Path, out: str | Path, *, min_batch: int = 1, opt_batch: int = 8,
+                 max_batch: int = 16, workspace_gib: float = 4.0) -> Path:
+    """Build an FP16 engine from an exported segmenter ONNX graph; returns the plan path."""
+    _check_profile(min_batch, opt_batch, max_batch)
+    onnx_path, out = Path(onnx_path), Path(out)
+    if not onnx_path.exists():
+        raise FileNotFoundError(f"no ONNX graph at {onnx_path}")
+    try:
+        import tensorrt as trt
+    except ImportError as exc:
+        raise RuntimeError("the tensorrt Python package is not installed here; build engines on the GPU server, "
+                           "with the TensorRT version of the Triton container that will serve them") from exc
+    major = tensorrt_major(trt)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    source = onnx_path
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    if major >= 11:
+        source = to_fp16_onnx(onnx_path, out.with_suffix(".fp16.onnx"))
+        network = builder.create_network(0)  # strongly typed is the only mode
+        mode = "strongly typed FP16 graph (TensorRT >= 11)"
+    else:
+        flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH) if major < 10 else 0
+        network = builder.create_network(flags)
+        mode = "FP32 graph with BuilderFlag.FP16 (TensorRT <= 10)"
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(source.read_bytes()):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise RuntimeError(f"TensorRT could not parse {source.name}: {errors}")
+    config = builder.create_builder_config()
+    if major < 11:
+        config.set_flag(trt.BuilderFlag.FP16)
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
+    profile = builder.create_optimization_profile()
+    dims = contract.SEG_INPUT_DIMS
+    profile.set_shape(contract.SEG_INPUT, (min_batch, *dims), (opt_batch, *dims), (max_batch, *dims))
+    config.add_optimization_profile(profile)
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise RuntimeError("TensorRT failed to build the engine; see its log above")
+    out.write_bytes(bytes(plan))
+    facts = {"tensorrt_version": str(trt.__version__), **_gpu_facts(), "precision": "fp16", "mode": mode,
+             "profile": {"input": contract.SEG_INPUT, "min": min_batch, "opt": opt_batch, "max": max_batch},
+             "onnx": onnx_path.name, "onnx_sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest()}
+    out.with_suffix(out.suffix + ".json").write_text(json.dumps(facts, indent=2) + "\n")
+    return out

@@ -1,0 +1,140 @@
+"""ONNX export parity, the FP16 graph for TensorRT 11, engine builds (gpu) and the Triton repository."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from s4c import contract
+from s4c.checkpoint import ModelSpec, save_checkpoint
+from s4c.export.onnx import OPSET, export_onnx, read_spec
+from s4c.export.repository import export_repository, segmenter_name
+from s4c.export.tensorrt import _check_profile, build_engine, to_fp16_onnx
+from s4c.network import S4CNet
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A width-4 network with non-trivial BatchNorm statistics, so the parity check means something."""
+    torch.manual_seed(0)
+    model = S4CNet(width=4)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm3d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+    model.eval()
+    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
+    save_checkpoint(path, model, ModelSpec(width=4, phase="venous", spacing=(2.5, 2.5, 2.5)))
+    return path, model
+
+
+def hu_batch(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(60, 150, (n, *contract.SEG_INPUT_DIMS)).astype(np.float32)
+
+
+def test_onnx_graph_contract_and_parity(checkpoint, tmp_path):
+    path, model = checkpoint
+    onnx_path = export_onnx(path, tmp_path / "m.onnx", probabilities=True, logits=True)
+    graph = onnx.load(str(onnx_path))
+    onnx.checker.check_model(graph)
+    assert max(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")) >= OPSET >= 17
+    ins = {i.name: i for i in graph.graph.input}
+    outs = {o.name: o for o in graph.graph.output}
+    assert list(ins) == [contract.SEG_INPUT]
+    assert ins[contract.SEG_INPUT].type.tensor_type.shape.dim[0].dim_param == "batch"
+    assert outs[contract.SEG_LABELS].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert read_spec(onnx_path).spacing == (2.5, 2.5, 2.5)
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    for n in (1, 3):
+        x = hu_batch(n, seed=n)
+        labels, probs, logits = sess.run([contract.SEG_LABELS, contract.SEG_PROBABILITIES, contract.SEG_LOGITS],
+                                         {contract.SEG_INPUT: x})
+        with torch.inference_mode():
+            norm = np.clip(x, -160, 300)
+            ref = model(torch.from_numpy((norm + 160) / 460.0)).numpy()
+        assert labels.shape == (n, 64, 64, 64) and labels.dtype == np.uint8
+        assert np.abs(logits - ref).max() < 1e-3
+        assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+        assert (labels == ref.argmax(axis=1)).mean() >= 0.999
+
+
+def test_fp16_graph_matches_fp32_labels(checkpoint, tmp_path):
+    path, _ = checkpoint
+    fp32 = export_onnx(path, tmp_path / "m.onnx")
+    fp16 = to_fp16_onnx(fp32, tmp_path / "m.fp16.onnx")
+    g = onnx.load(str(fp16))
+    assert g.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # I/O types kept
+    assert g.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert any(init.data_type == onnx.TensorProto.FLOAT16 for init in g.graph.initializer)
+    x = hu_batch(4, seed=9)
+    a = ort.InferenceSession(str(fp32)).run([contract.SEG_LABELS], {contract.SEG_INPUT: x})[0]
+    b = ort.InferenceSession(str(fp16)).run([contract.SEG_LABELS], {contract.SEG_INPUT: x})[0]
+    assert (a == b).mean() >= 0.995
+
+
+def test_engine_build_errors_without_tensorrt(tmp_path):
+    with pytest.raises(ValueError, match="min-batch"):
+        _check_profile(4, 2, 8)
+    with pytest.raises(FileNotFoundError):
+        build_engine(tmp_path / "missing.onnx", tmp_path / "m.plan")
+
+
+@pytest.mark.gpu
+def test_engine_matches_onnxruntime(checkpoint, tmp_path):  # pragma: no cover - needs a GPU with TensorRT
+    trt = pytest.importorskip("tensorrt")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    path, _ = checkpoint
+    fp32 = export_onnx(path, tmp_path / "m.onnx")
+    plan = build_engine(fp32, tmp_path / "m.plan", min_batch=1, opt_batch=2, max_batch=4)
+    runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+    engine = runtime.deserialize_cuda_engine(plan.read_bytes())
+    ctx = engine.create_execution_context()
+    x = torch.from_numpy(hu_batch(2)).cuda()
+    ctx.set_input_shape(contract.SEG_INPUT, tuple(x.shape))
+    out = torch.empty((2, 64, 64, 64), dtype=torch.uint8, device="cuda")
+    ctx.set_tensor_address(contract.SEG_INPUT, x.data_ptr())
+    ctx.set_tensor_address(contract.SEG_LABELS, out.data_ptr())
+    ctx.execute_async_v3(torch.cuda.current_stream().cuda_stream)
+    torch.cuda.synchronize()
+    ref = ort.InferenceSession(str(fp32)).run([contract.SEG_LABELS], {contract.SEG_INPUT: x.cpu().numpy()})[0]
+    assert (out.cpu().numpy() == ref).mean() >= 0.995
+
+
+def _pbtxt_tensors(text: str, section: str) -> list[dict]:
+    block = re.search(section + r" \[(.*?)\n\]", text, re.S).group(1)
+    out = []
+    for m in re.finditer(r'name: "(\w+)"\s+data_type: (\w+)\s+dims: \[([^\]]*)\]', block):
+        out.append({"name": m.group(1), "type": m.group(2), "dims": [int(d) for d in m.group(3).split(",")]})
+    return out
+
+
+ONNX_TO_TRITON = {onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.UINT8: "TYPE_UINT8"}
+
+
+def test_repository_configs_match_onnx_graphs(checkpoint, tmp_path):
+    _, model = checkpoint
+    models = tmp_path / "models"
+    for phase in ("arterial", "venous"):
+        save_checkpoint(models / f"default_{phase}.pt", model, ModelSpec(width=4, phase=phase))
+    repo = export_repository(tmp_path / "repo", models=models)
+    for phase in ("arterial", "venous"):
+        d = repo / segmenter_name(phase)
+        text = (d / "config.pbtxt").read_text()
+        assert f'name: "{segmenter_name(phase)}"' in text and 'platform: "onnxruntime_onnx"' in text
+        assert "max_batch_size: 16" in text and "dynamic_batching" in text
+        graph = onnx.load(str(d / "1" / "model.onnx"))
+        for section, tensors in (("input", graph.graph.input), ("output", graph.graph.output)):
+            declared = _pbtxt_tensors(text, section)
+            actual = [{"name": t.name, "type": ONNX_TO_TRITON[t.type.tensor_type.elem_type],
+                       "dims": [dim.dim_value for dim in t.type.tensor_type.shape.dim[1:]]} for t in tensors]
+            assert declared == actual, (phase, section)
+    with pytest.raises(ValueError, match="engine"):
+        export_repository(tmp_path / "repo2", models=models, form="tensorrt")

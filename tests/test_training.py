@@ -1,0 +1,129 @@
+"""Training data checks, folds, sampling, augmentation and resumable training."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from s4c.data.cohort import CaseEntry, read_manifest, write_manifest
+from s4c.io import affine_from_spacing, save_nifti
+from s4c.training.data import TrainingCase, augment, check_fold, load_cohort, sample_patch, stratified_folds
+from s4c.training.train import TrainConfig, poly_lr, train
+
+
+def tiny_cohort(root, n_normal=2, n_abnormal=2, shape=(24, 28, 30)):
+    entries = []
+    rng = np.random.default_rng(0)
+    for i in range(n_normal + n_abnormal):
+        cid = f"c{i}"
+        abnormal = int(i >= n_normal)
+        lab = np.zeros(shape, np.uint8)
+        lab[6:18, 8:20, 6:24] = 1
+        if abnormal:
+            lab[10:14, 12:16, 10:14] = 2
+        ct = (rng.normal(0, 10, shape) + lab * 60).astype(np.int16)
+        paths = {}
+        for phase in ("arterial", "venous"):
+            paths[phase] = f"cases/{cid}/{phase}.nii.gz"
+            paths[f"{phase}_label"] = f"cases/{cid}/{phase}_label.nii.gz"
+            save_nifti(root / paths[phase], ct, affine_from_spacing((2, 2, 2)))
+            save_nifti(root / paths[f"{phase}_label"], lab, affine_from_spacing((2, 2, 2)))
+        entries.append(CaseEntry(cid, abnormal=abnormal, **paths))
+    write_manifest(root, entries)
+    return entries
+
+
+def test_folds_are_stratified_deterministic_and_by_case():
+    entries = [CaseEntry(f"c{i:02d}", "a", "", "v", "", int(i < 12)) for i in range(20)]
+    f1 = stratified_folds(entries, 4, seed=3)
+    assert f1 == stratified_folds(entries, 4, seed=3)
+    for k in range(4):
+        part = [e for e, f in zip(entries, f1, strict=True) if f == k]
+        assert sum(e.abnormal for e in part) == 3 and sum(1 - e.abnormal for e in part) == 2
+    assert stratified_folds(list(reversed(entries)), 4, seed=3) == list(reversed(f1))  # order-free
+    only_abnormal = [CaseEntry(f"c{i}", "a", "", "v", "", 1) for i in range(8)]
+    with pytest.raises(ValueError, match="no normal case"):
+        check_fold(only_abnormal, stratified_folds(only_abnormal, 4), 0, 4)
+
+
+def test_bad_cohorts_fail_before_training(tmp_path):
+    tiny_cohort(tmp_path)
+    (tmp_path / "cases/c1/venous_label.nii.gz").unlink()
+    with pytest.raises(ValueError, match="does not exist"):
+        load_cohort(tmp_path, "venous")
+    tiny_cohort(tmp_path)
+    save_nifti(tmp_path / "cases/c2/arterial_label.nii.gz", np.zeros((4, 4, 4), np.uint8), np.eye(4))
+    with pytest.raises(ValueError, match="shape"):
+        load_cohort(tmp_path, "arterial")
+    tiny_cohort(tmp_path)
+    save_nifti(tmp_path / "cases/c0/venous_label.nii.gz", np.full((24, 28, 30), 5, np.uint8), np.eye(4))
+    with pytest.raises(ValueError, match=r"0\.\.3"):
+        load_cohort(tmp_path, "venous")
+    (tmp_path / "manifest.csv").write_text("case_id,arterial\nx,y\n")
+    with pytest.raises(ValueError, match="missing column"):
+        train(TrainConfig(data=str(tmp_path), phase="venous", out=str(tmp_path / "run"), iterations=1))
+    assert not (tmp_path / "run" / "state.pt").exists()
+
+
+def test_sampling_centres_lesions_and_pads():
+    lab = np.zeros((30, 30, 30), np.uint8)
+    lab[10:20, 10:20, 10:20] = 1
+    lab[2, 2, 2] = 2
+    img = np.full(lab.shape, 5, np.int16)
+    flat = lab.reshape(-1)
+    case = TrainingCase("x", 1, img, lab, np.flatnonzero(flat >= 2), np.flatnonzero(flat))
+    rng = np.random.default_rng(0)
+    kinds = set()
+    for _ in range(60):
+        pi, pl, kind = sample_patch(case, rng, pad_hu=-160)
+        kinds.add(kind)
+        assert pi.shape == pl.shape == (64, 64, 64)
+        if kind == "lesion":
+            assert pl[32, 32, 32] == 2 and (pi == -160).any()  # centred, padded outside the volume
+    assert kinds == {"lesion", "pancreas", "random"}
+
+
+def test_augment_keeps_image_and_labels_aligned():
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 1000, (8, 8, 8)).astype(np.int16)
+    lab = (img % 4).astype(np.uint8)
+    seen = set()
+    for _ in range(80):
+        ai, al = augment(img, lab, rng)
+        assert np.array_equal(ai % 4, al)
+        assert sorted(ai.ravel().tolist()) == sorted(img.ravel().tolist())
+        seen.add(ai.tobytes())
+    assert len(seen) > 20  # many of the 48 cube symmetries reached
+
+
+def test_poly_lr():
+    assert poly_lr(0.01, 0, 100, 0.9) == 0.01
+    assert poly_lr(0.01, 50, 100, 0.9) == pytest.approx(0.01 * 0.5**0.9)
+    assert poly_lr(0.01, 100, 100, 0.9) == 0.0
+
+
+def test_train_is_deterministic_and_resumes(tmp_path):
+    import torch
+
+    tiny_cohort(tmp_path / "data")
+    common = dict(data=str(tmp_path / "data"), phase="arterial", batch_size=2, width=4, seed=1,
+                  checkpoint_every=2, threads=1)
+    straight = train(TrainConfig(out=str(tmp_path / "a"), iterations=4, **common), progress=False)
+    train(TrainConfig(out=str(tmp_path / "b"), iterations=4, **common), progress=False)  # fresh run, same seed
+    a = torch.load(straight, weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "b" / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
+    # A run stopped after 2 iterations continues from its state to 4.
+    state = torch.load(tmp_path / "a" / "state.pt", weights_only=False)
+    assert state["iteration"] == 4
+    train(TrainConfig(out=str(tmp_path / "c"), iterations=2, **common), progress=False)
+    resumed = train(TrainConfig(out=str(tmp_path / "c"), iterations=4, **common), progress=False)
+    lines = (tmp_path / "c" / "train_log.csv").read_text().splitlines()
+    assert [ln.split(",")[0] for ln in lines] == ["iteration", "1", "2", "3", "4"]
+    assert (tmp_path / "c" / "loss.png").exists()
+    blob = torch.load(resumed, weights_only=True)
+    spec = blob["spec"]
+    assert spec["phase"] == "arterial" and spec["width"] == 4 and spec["spacing"] == [2.0, 2.0, 2.0]
+    assert spec["normalization"] == {"hu_min": -160.0, "hu_max": 300.0}
+    assert spec["config"]["iterations_done"] == 4 and "git_revision" in spec
+    assert read_manifest(tmp_path / "data")
