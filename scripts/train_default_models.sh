@@ -4,7 +4,7 @@
 # ITER iterations instead of 80,000 (see MODEL_CARD.md). Both phases train at once, one thread each.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ITER=${ITER:-800}
+ITER=${ITER:-1500}
 S4C=.venv/bin/s4c
 [ -f build/train_cohort/manifest.csv ] || $S4C phantom --out build/train_cohort --normal 40 --abnormal 40 --seed 1
 mkdir -p build/runs

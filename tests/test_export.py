@@ -138,3 +138,14 @@ def test_repository_configs_match_onnx_graphs(checkpoint, tmp_path):
             assert declared == actual, (phase, section)
     with pytest.raises(ValueError, match="engine"):
         export_repository(tmp_path / "repo2", models=models, form="tensorrt")
+
+
+@pytest.mark.slow
+def test_gpu_fp16_script_smoke_on_cpu():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "export/gpu_fp16_check.py", "--smoke"], capture_output=True, text=True,
+                         timeout=900, cwd=__import__("pathlib").Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr
+    assert '"label_agreement"' in out.stdout

@@ -22,7 +22,7 @@ class TorchPredictor:
 
         self.torch = torch
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model = model.to(self.device).eval()
+        self.model = model.to(self.device, memory_format=torch.channels_last_3d).eval()
         self.spec = spec
         self.normalization: Normalization = spec.normalization
 
@@ -34,7 +34,8 @@ class TorchPredictor:
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         x = self.normalization.apply(batch)
         with self.torch.inference_mode():
-            logits = self.model(self.torch.from_numpy(x).to(self.device))
+            inputs = self.torch.from_numpy(x).to(self.device).contiguous(memory_format=self.torch.channels_last_3d)
+            logits = self.model(inputs)
             labels = logits.argmax(dim=1).to(self.torch.uint8)
         return labels.cpu().numpy()
 

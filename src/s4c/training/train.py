@@ -82,7 +82,9 @@ def train(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None]
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(cfg.seed)
     norm = Normalization()
-    model = S4CNet(width=cfg.width).to(device)
+    # NDHWC lets oneDNN/cuDNN pick their fast 3-D convolution kernels (1.7x per step measured on CPU).
+    fmt = torch.channels_last_3d
+    model = S4CNet(width=cfg.width).to(device, memory_format=fmt)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     rng = np.random.default_rng(cfg.seed)
     start = 0
@@ -128,7 +130,8 @@ def train(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None]
                 norm.apply(img, out=x[b, 0])
                 y[b] = lab
             opt.zero_grad(set_to_none=True)
-            loss = deep_supervision_loss(model(torch.from_numpy(x).to(device)), torch.from_numpy(y).to(device))
+            inputs = torch.from_numpy(x).to(device).contiguous(memory_format=fmt)
+            loss = deep_supervision_loss(model(inputs), torch.from_numpy(y).to(device))
             loss.backward()
             opt.step()
             value = float(loss.detach())
