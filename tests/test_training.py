@@ -127,3 +127,21 @@ def test_train_is_deterministic_and_resumes(tmp_path):
     assert spec["normalization"] == {"hu_min": -160.0, "hu_max": 300.0}
     assert spec["config"]["iterations_done"] == 4 and "git_revision" in spec
     assert read_manifest(tmp_path / "data")
+
+
+def test_paper_width_trains_and_exports(tmp_path):
+    """w = 32 (the paper's width): one training step, then ONNX export and parity."""
+    import onnxruntime as ort
+
+    from s4c import contract
+    from s4c.export.onnx import export_onnx
+    from s4c.inference.predictor import TorchPredictor
+
+    tiny_cohort(tmp_path / "data", n_normal=1, n_abnormal=1)
+    ckpt = train(TrainConfig(data=str(tmp_path / "data"), phase="venous", out=str(tmp_path / "run"), iterations=1,
+                             batch_size=1, width=32, threads=2), progress=False)
+    onnx_path = export_onnx(ckpt, tmp_path / "w32.onnx")
+    x = np.random.default_rng(0).normal(40, 120, (1, 1, 64, 64, 64)).astype(np.float32)
+    a = ort.InferenceSession(str(onnx_path)).run([contract.SEG_LABELS], {contract.SEG_INPUT: x})[0]
+    b = TorchPredictor.from_checkpoint(ckpt, device="cpu")(x)
+    assert (a == b).mean() >= 0.999
