@@ -305,3 +305,23 @@ def test_onnx_export_dynamic_batch(tmp_path) -> None:
         np.testing.assert_allclose(got, ref, rtol=0, atol=1e-4)
         agree = np.mean(got.argmax(axis=1) == ref.argmax(axis=1))
         assert agree >= 0.999, f"batch {batch}: argmax agrees on only {agree:.5f} of voxels"
+
+
+def test_class_weighted_loss_matches_torch_and_validates():
+    import torch.nn.functional as F
+
+    from s4c.training.loss import deep_supervision_loss
+
+    torch.manual_seed(0)
+    outs = tuple(torch.randn(2, 4, 4, 4, 4) for _ in range(3))
+    target = torch.randint(0, 4, (2, 4, 4, 4))
+    cw = (1.0, 5.0, 10.0, 10.0)
+    w = torch.tensor(cw)
+    expected = (F.cross_entropy(outs[1], target, weight=w) + 2 * F.cross_entropy(outs[2], target, weight=w)
+                + 5 * F.cross_entropy(outs[0], target, weight=w)) / 8
+    assert torch.allclose(deep_supervision_loss(outs, target, class_weights=cw), expected)
+    assert torch.allclose(deep_supervision_loss(outs[0], target, class_weights=cw),
+                          F.cross_entropy(outs[0], target, weight=w))
+    for bad in ((1, 2, 3), (1, -1, 1, 1), (0, 0, 0, 0), (1, float("nan"), 1, 1)):
+        with pytest.raises(ValueError, match="class_weights"):
+            deep_supervision_loss(outs, target, class_weights=bad)

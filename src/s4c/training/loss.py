@@ -80,6 +80,8 @@ def deep_supervision_loss(
     outputs: torch.Tensor | Sequence[torch.Tensor],
     target: torch.Tensor,
     weights: Sequence[float] = DEEP_SUPERVISION_WEIGHTS,
+    *,
+    class_weights: Sequence[float] | None = None,
 ) -> torch.Tensor:
     """Weighted mean of voxelwise softmax cross-entropies of the main and the two auxiliary heads.
 
@@ -90,6 +92,8 @@ def deep_supervision_loss(
         target: ``(N, Z, Y, X)`` int64 labels in ``[0, C)``.
         weights: ``(w_aux1, w_aux2, w_main)``; the paper's ``(1, 2, 5)`` by default. Ignored for a
             single tensor.
+        class_weights: optional per-class weights of the cross-entropy (``C`` non-negative numbers;
+            PyTorch's weighted mean). None, the paper's setting, weighs every voxel equally.
 
     Returns:
         A scalar: ``(w_aux1 * CE(aux1) + w_aux2 * CE(aux2) + w_main * CE(main)) / sum(weights)``, where
@@ -107,7 +111,7 @@ def deep_supervision_loss(
     if isinstance(outputs, torch.Tensor):
         num_classes = _check_logits(outputs, target, "outputs")
         _check_labels(target, num_classes)
-        return F.cross_entropy(outputs, target)
+        return F.cross_entropy(outputs, target, weight=_class_weights(class_weights, num_classes, outputs))
 
     if not isinstance(outputs, Sequence) or len(outputs) != 3:
         got = len(outputs) if isinstance(outputs, Sequence) else type(outputs).__name__
@@ -121,9 +125,21 @@ def deep_supervision_loss(
     }
     if len(classes) != 1:
         raise ValueError(f"the three heads must have the same number of classes, got {sorted(classes)}")
-    _check_labels(target, classes.pop())
+    num_classes = classes.pop()
+    _check_labels(target, num_classes)
+    cw = _class_weights(class_weights, num_classes, main)
 
-    total = w_aux1 * F.cross_entropy(aux1, target)
-    total = total + w_aux2 * F.cross_entropy(aux2, target)
-    total = total + w_main * F.cross_entropy(main, target)
+    total = w_aux1 * F.cross_entropy(aux1, target, weight=cw)
+    total = total + w_aux2 * F.cross_entropy(aux2, target, weight=cw)
+    total = total + w_main * F.cross_entropy(main, target, weight=cw)
     return total / (w_aux1 + w_aux2 + w_main)
+
+
+def _class_weights(values: Sequence[float] | None, num_classes: int, like: torch.Tensor) -> torch.Tensor | None:
+    if values is None:
+        return None
+    w = [float(v) for v in values]
+    if len(w) != num_classes or any(not (v >= 0) or v == float("inf") for v in w) or not any(w):
+        raise ValueError(f"class_weights must be {num_classes} finite non-negative numbers, not all zero; "
+                         f"got {values!r}")
+    return torch.tensor(w, dtype=like.dtype, device=like.device)

@@ -48,6 +48,8 @@ class TrainConfig:
     checkpoint_every: int = 100
     device: str | None = None
     threads: int | None = None
+    #: Per-class cross-entropy weights; None (the paper) weighs every voxel equally.
+    class_weights: tuple[float, float, float, float] | None = None
 
     def __post_init__(self) -> None:
         if self.phase not in PHASES:
@@ -131,7 +133,8 @@ def train(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None]
                 y[b] = lab
             opt.zero_grad(set_to_none=True)
             inputs = torch.from_numpy(x).to(device).contiguous(memory_format=fmt)
-            loss = deep_supervision_loss(model(inputs), torch.from_numpy(y).to(device))
+            loss = deep_supervision_loss(model(inputs), torch.from_numpy(y).to(device),
+                                         class_weights=cfg.class_weights)
             loss.backward()
             opt.step()
             value = float(loss.detach())
