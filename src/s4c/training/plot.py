@@ -24,16 +24,18 @@ def plot_curve(xs: Sequence[float], ys: Sequence[float], path: str | Path, *, ti
         x0, x1 = float(x.min()), float(max(x.max(), x.min() + 1))
         y0, y1 = 0.0, float(max(np.nanmax(y), 1e-6)) * 1.05
 
-        def pts(yy):
-            px = left + (x - x0) / (x1 - x0) * (w - left - right)
+        def pts(xx, yy):
+            px = left + (xx - x0) / (x1 - x0) * (w - left - right)
             py = h - bottom - (yy - y0) / (y1 - y0) * (h - top - bottom)
             return list(zip(px.tolist(), py.tolist(), strict=True))
 
         if len(x) > 1:
-            d.line(pts(y), fill=(170, 170, 170), width=1)
+            d.line(pts(x, y), fill=(170, 170, 170), width=1)
             k = max(1, min(smooth, len(y) // 4 or 1))
-            avg = np.convolve(y, np.ones(k) / k, mode="same")
-            d.line(pts(avg), fill=(30, 90, 220), width=2)
+            # Trailing moving average ('valid'), so the ends are not pulled towards zero.
+            avg = np.convolve(y, np.ones(k) / k, mode="valid")
+            if len(avg) > 1:
+                d.line(pts(x[k - 1 :], avg), fill=(30, 90, 220), width=2)
         d.text((5, top), f"{y1:.3g}", fill=(0, 0, 0))
         d.text((5, h - bottom - 10), "0", fill=(0, 0, 0))
         d.text((left, h - bottom + 5), f"{x0:.3g}", fill=(0, 0, 0))
