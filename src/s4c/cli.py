@@ -56,17 +56,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_classify(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from s4c.io import load_nifti
     from s4c.postprocess import classify
+    from s4c.validation import as_label_volume
 
     vol = load_nifti(args.labels)
-    arr = vol.array
-    if arr.dtype.kind not in "iu" or arr.min() < 0 or arr.max() > 3:
-        raise ValueError(f"{Path(args.labels).name}: labels must be integers 0..3, got dtype {arr.dtype} "
-                         f"range {arr.min()}..{arr.max()}")
-    d = classify(arr.astype(np.uint8), vol.spacing)
+    d = classify(as_label_volume(vol.array, Path(args.labels).name), vol.spacing)
     print(json.dumps(d.to_dict(), indent=2))
     return 0
 

@@ -56,3 +56,13 @@ def check_labels(labels: np.ndarray, num_classes: int = 4, name: str = "labels")
     if top >= num_classes:
         raise ValueError(f"{name} must hold values 0..{num_classes - 1}, found {top}")
     return labels
+
+
+def as_label_volume(array: np.ndarray, name: str = "labels") -> np.ndarray:
+    """A loaded label volume as uint8 after checking it holds integers 0..3 (any integer dtype)."""
+    if array.dtype.kind not in "iu":
+        raise ValueError(f"{name}: labels must be integers 0..3, got dtype {array.dtype}")
+    lo, hi = int(array.min()), int(array.max())
+    if lo < 0 or hi > 3:
+        raise ValueError(f"{name}: labels must be integers 0..3, found {lo}..{hi} ({array.dtype})")
+    return array.astype(np.uint8, copy=False)

@@ -24,6 +24,7 @@ from s4c.inference.pipeline import run_phase
 from s4c.io import load_nifti
 from s4c.labels import DUCT, MIN_DUCT_VOXELS, MIN_TUMOR_VOXELS, PHASES, TUMOR
 from s4c.training.plot import plot_curve
+from s4c.validation import as_label_volume
 
 Predictors = Mapping[str, tuple[Callable[[np.ndarray], np.ndarray], object]]
 
@@ -44,7 +45,7 @@ def evaluate_case(root: Path, entry: CaseEntry, predictors: Predictors, *, strid
         row = {"abnormal_pred": int(d.abnormal), "tumor_voxels": d.tumor_voxels, "duct_voxels": d.duct_voxels,
                "seconds": time.perf_counter() - t}
         if lab_path is not None:
-            ref = load_nifti(lab_path).array
+            ref = as_label_volume(load_nifti(lab_path).array, f"case {entry.case_id} {phase}")
             if ref.shape != d.labels.shape:
                 raise ValueError(f"case {entry.case_id} {phase}: label shape {ref.shape} != image {d.labels.shape}")
             row["dsc_pancreas"] = dsc(d.labels > 0, ref > 0)

@@ -14,6 +14,7 @@ from s4c.data.cohort import CaseEntry, read_manifest
 from s4c.io import load_nifti
 from s4c.labels import DUCT, PATCH_SIZE, PHASES, TUMOR
 from s4c.preprocessing import labels_to_grid, needs_resampling, resample_image
+from s4c.validation import as_label_volume
 
 #: Patch sampling mix: centred on a tumour/duct voxel (when the case has one), on any pancreas-set
 #: voxel, or anywhere. Lesions are tiny next to the volume, so they are oversampled.
@@ -79,13 +80,10 @@ def load_case(root: Path, entry: CaseEntry, phase: str, spacing: Sequence[float]
     if img.array.shape != lab.array.shape:
         raise ValueError(f"case {entry.case_id} {phase}: image shape {img.array.shape} != label shape "
                          f"{lab.array.shape}")
-    if lab.array.dtype.kind not in "iu" or lab.array.min() < 0 or lab.array.max() > 3:
-        raise ValueError(f"case {entry.case_id} {phase}: labels must be integers 0..3, found "
-                         f"{lab.array.min()}..{lab.array.max()} ({lab.array.dtype})")
+    labels = as_label_volume(lab.array, f"case {entry.case_id} {phase}")
     if img.array.dtype.kind == "f" and not np.isfinite(img.array).all():
         raise ValueError(f"case {entry.case_id} {phase}: image has NaN or Inf voxels")
     image = np.clip(np.rint(img.array), -32768, 32767).astype(np.int16)
-    labels = lab.array.astype(np.uint8)
     if spacing is not None and needs_resampling(img.spacing, spacing):
         work = resample_image(image, img.spacing, spacing)
         labels = labels_to_grid(labels, img.spacing, work.shape, spacing)
