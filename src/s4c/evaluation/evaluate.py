@@ -90,12 +90,12 @@ def summarize(cases: Sequence[dict], *, min_duct_voxels: int = MIN_DUCT_VOXELS) 
     report = {p: _phase_summary(cases, p) for p in PHASES}
     truth = [c["abnormal"] for c in cases]
     report["fused"] = detection_stats(truth, [c["fused_pred"] for c in cases]).to_dict()
-    # ROC: the fused rule with the tumour threshold swept and the duct rule fixed.
-    scores = []
-    for c in cases:
-        duct = any(c[p]["duct_voxels"] >= min_duct_voxels for p in PHASES)
-        scores.append(math.inf if duct else max(c[p]["tumor_voxels"] for p in PHASES))
-    fpr, tpr, auc = roc([1e18 if math.isinf(x) else x for x in scores], truth)
+    # ROC: the fused rule with the tumour threshold swept and the duct rule fixed. A case the duct
+    # rule calls abnormal gets a score above every threshold (finite, so the curve starts at 0, 0).
+    duct_score = float(np.finfo(np.float64).max)
+    scores = [duct_score if any(c[p]["duct_voxels"] >= min_duct_voxels for p in PHASES)
+              else max(c[p]["tumor_voxels"] for p in PHASES) for c in cases]
+    fpr, tpr, auc = roc(scores, truth)
     report["fused"]["roc_auc"] = auc
     report["roc"] = {"fpr": fpr, "tpr": tpr, "score": "max kept tumour voxels over phases (duct rule fixed)"}
     report["thresholds"] = {"min_tumor_voxels": MIN_TUMOR_VOXELS, "min_duct_voxels": min_duct_voxels}

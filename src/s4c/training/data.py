@@ -83,7 +83,9 @@ def load_case(root: Path, entry: CaseEntry, phase: str, spacing: Sequence[float]
     labels = as_label_volume(lab.array, f"case {entry.case_id} {phase}")
     if img.array.dtype.kind == "f" and not np.isfinite(img.array).all():
         raise ValueError(f"case {entry.case_id} {phase}: image has NaN or Inf voxels")
-    image = np.clip(np.rint(img.array), -32768, 32767).astype(np.int16)
+    image = img.array
+    if image.dtype != np.int16:  # int16 HU is used as stored; others are rounded and clipped once
+        image = np.clip(np.rint(image), -32768, 32767).astype(np.int16)
     if spacing is not None and needs_resampling(img.spacing, spacing):
         work = resample_image(image, img.spacing, spacing)
         labels = labels_to_grid(labels, img.spacing, work.shape, spacing)
