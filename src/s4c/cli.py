@@ -73,7 +73,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                       iterations=args.iterations, batch_size=args.batch_size, width=args.width, seed=args.seed,
                       spacing=tuple(args.spacing) if args.spacing else None, checkpoint_every=args.checkpoint_every,
                       device=args.device, threads=args.threads, lr=args.lr,
-                      class_weights=tuple(args.class_weights) if args.class_weights else None)
+                      class_weights=tuple(args.class_weights) if args.class_weights else None,
+                      init=str(args.init) if args.init else None)
     path = train(cfg, progress=not args.no_progress)
     print(f"model written to {path}")
     return 0
@@ -164,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--checkpoint-every", type=_positive_int, default=100)
     tr.add_argument("--class-weights", type=float, nargs=4, default=None, metavar=("BG", "PANC", "TUM", "DUCT"),
                     help="per-class cross-entropy weights (default: none, as in the paper)")
+    tr.add_argument("--init", type=Path, default=None,
+                    help="warm start from this checkpoint's weights (same --width); a resumed run ignores it")
     tr.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     tr.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for torch")
     tr.add_argument("--no-progress", action="store_true")

@@ -17,3 +17,40 @@ SEG_LOGITS = "LOGITS"  # float32 [N, 4, 64, 64, 64], optional (verification only
 SEG_INPUT_DIMS = (1, PATCH_SIZE, PATCH_SIZE, PATCH_SIZE)
 SEG_LABELS_DIMS = (PATCH_SIZE, PATCH_SIZE, PATCH_SIZE)
 SEG_PROBABILITIES_DIMS = (NUM_CLASSES, PATCH_SIZE, PATCH_SIZE, PATCH_SIZE)
+
+# ``s4c``: one phase through the whole pipeline (Python backend).
+CT = "CT"  # int16 [Z, Y, X], Hounsfield units
+SPACING = "SPACING"  # float32 [3], mm, Z, Y, X
+PHASE = "PHASE"  # bytes [1], 'arterial' or 'venous'
+AFFINE = "AFFINE"  # float64 [4, 4], optional: NIfTI (i, j, k) -> world of the volume sent
+LABELS = "LABELS"  # uint8 [Z, Y, X], filtered labels on the input grid
+ABNORMAL = "ABNORMAL"  # bool [1]
+TUMOR_VOXELS = "TUMOR_VOXELS"  # int64 [1]
+DUCT_VOXELS = "DUCT_VOXELS"  # int64 [1]
+REPORT = "REPORT"  # bytes [1], JSON
+
+# ``s4c_dual_phase``: both phases, each on its own grid, fused by OR.
+ARTERIAL = "ARTERIAL"
+VENOUS = "VENOUS"
+ARTERIAL_SPACING = "ARTERIAL_SPACING"
+VENOUS_SPACING = "VENOUS_SPACING"
+ARTERIAL_AFFINE = "ARTERIAL_AFFINE"
+VENOUS_AFFINE = "VENOUS_AFFINE"
+LABELS_ARTERIAL = "LABELS_ARTERIAL"
+LABELS_VENOUS = "LABELS_VENOUS"
+
+#: Per-phase input and output names of the dual-phase model.
+DUAL_INPUTS = {
+    "arterial": (ARTERIAL, ARTERIAL_SPACING, ARTERIAL_AFFINE),
+    "venous": (VENOUS, VENOUS_SPACING, VENOUS_AFFINE),
+}
+DUAL_LABELS = {"arterial": LABELS_ARTERIAL, "venous": LABELS_VENOUS}
+
+# Triton model names.
+PIPELINE_MODEL = "s4c"
+DUAL_PHASE_MODEL = "s4c_dual_phase"
+
+
+def segmenter_model(phase: str) -> str:
+    """Default Triton model name of a phase's segmenter."""
+    return f"segmenter_{phase}"

@@ -1,9 +1,9 @@
-"""``s4c export repository``: the segmenter models of both phases in Triton's repository layout.
+"""``s4c export repository``: fill a Triton model repository with the weights and configs.
 
-For each phase it writes ``segmenter_<phase>/1/model.onnx`` (exported from the phase's checkpoint)
-and ``segmenter_<phase>/config.pbtxt`` generated from :mod:`s4c.contract`, for Triton's
-``onnxruntime`` backend, or for ``tensorrt_plan`` when an engine per phase is supplied. The Python
-backend pipeline models join the repository with the serving work.
+The layout (the ``model.py`` of each Python-backend model) is the committed ``model_repository/``.
+This writes into it, for each phase, ``segmenter_<phase>/1/model.onnx`` exported from the phase's
+checkpoint (and ``model.plan`` when an engine is given), ``s4c/1/segmenters.json`` describing them,
+and every ``config.pbtxt`` / ``configs/<form>.pbtxt`` from :mod:`s4c.serving.configs`.
 """
 
 from __future__ import annotations
@@ -15,57 +15,77 @@ from pathlib import Path
 from s4c import contract
 from s4c.labels import PHASES
 
-FORMS = {"onnxruntime": ("onnxruntime_onnx", "model.onnx"), "tensorrt": ("tensorrt_plan", "model.plan")}
+#: Files the layout must already hold (the Python-backend code).
+LAYOUT = tuple(f"{m}/1/model.py" for m in (contract.PIPELINE_MODEL, contract.DUAL_PHASE_MODEL,
+                                           *(contract.segmenter_model(p) for p in PHASES)))
 
 
 def segmenter_name(phase: str) -> str:
     """Triton model name of a phase's segmenter."""
-    return f"segmenter_{phase}"
+    return contract.segmenter_model(phase)
 
 
-def _dims(d) -> str:
-    return "[ " + ", ".join(str(x) for x in d) + " ]"
+def check_layout(root: str | Path) -> Path:
+    root = Path(root)
+    missing = [f for f in LAYOUT if not (root / f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{root} is not an s4c model repository (missing {', '.join(missing)}); copy "
+                                f"model_repository/ from the s4c source tree first")
+    return root
 
 
-def segmenter_config(phase: str, *, form: str = "onnxruntime", max_batch: int = 16,
-                     kind: str = "KIND_GPU") -> str:
-    """config.pbtxt text for a segmenter: batched CT_PATCHES float32 in, LABELS uint8 out."""
-    platform, filename = FORMS[form]
-    return (
-        f'name: "{segmenter_name(phase)}"\n'
-        f'platform: "{platform}"\n'
-        f'default_model_filename: "{filename}"\n'
-        f"max_batch_size: {max_batch}\n"
-        f"input [\n  {{\n    name: \"{contract.SEG_INPUT}\"\n    data_type: TYPE_FP32\n"
-        f"    dims: {_dims(contract.SEG_INPUT_DIMS)}\n  }}\n]\n"
-        f"output [\n  {{\n    name: \"{contract.SEG_LABELS}\"\n    data_type: TYPE_UINT8\n"
-        f"    dims: {_dims(contract.SEG_LABELS_DIMS)}\n  }}\n]\n"
-        f"dynamic_batching {{ }}\n"
-        f"instance_group [\n  {{\n    kind: {kind}\n    count: 1\n  }}\n]\n"
-    )
+def write_configs(root: str | Path) -> list[Path]:
+    """Write every config file of :func:`s4c.serving.configs.repository_configs` under ``root``."""
+    from s4c.serving.configs import repository_configs
+
+    paths = []
+    for rel, text in repository_configs().items():
+        path = Path(root) / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        paths.append(path)
+    return paths
 
 
-def export_repository(out: str | Path, *, models: str | Path | None = None, form: str = "onnxruntime",
-                      engines: Mapping[str, str | Path] | None = None, max_batch: int = 16) -> Path:
-    """Write both phases' segmenters into the repository ``out``; returns ``out``."""
-    from s4c.export.onnx import export_onnx
+def export_repository(out: str | Path, *, models: str | Path | None = None,
+                      engines: Mapping[str, str | Path] | None = None) -> Path:
+    """Export both phases' segmenters into the repository ``out`` (which must hold the layout)."""
+    from s4c.export.onnx import export_onnx, read_spec
     from s4c.models import checkpoint_path
+    from s4c.serving.service import SEGMENTERS_FILE, SegmenterInfo, sha256_file, write_segmenters_file
 
-    if form not in FORMS:
-        raise ValueError(f"form must be one of {sorted(FORMS)}, got {form!r}")
-    out = Path(out)
+    out = check_layout(out)
+    infos = {}
     for phase in PHASES:
         ckpt = checkpoint_path(phase, models)
         if not ckpt.exists():
             raise FileNotFoundError(f"no {phase} model at {ckpt}")
-        model_dir = out / segmenter_name(phase)
-        version = model_dir / "1"
-        version.mkdir(parents=True, exist_ok=True)
-        if form == "tensorrt":
-            if not engines or phase not in engines:
-                raise ValueError(f"form 'tensorrt' needs an engine for {phase} (build it with s4c export trt)")
+        name = segmenter_name(phase)
+        version = out / name / "1"
+        onnx_path = export_onnx(ckpt, version / "model.onnx")
+        if engines and phase in engines:
             shutil.copyfile(engines[phase], version / "model.plan")
-        else:
-            export_onnx(ckpt, version / "model.onnx")
-        (model_dir / "config.pbtxt").write_text(segmenter_config(phase, form=form, max_batch=max_batch))
+        infos[name] = SegmenterInfo(name, "1", read_spec(onnx_path), sha256_file(onnx_path), sha256_file(ckpt))
+    write_segmenters_file(out / contract.PIPELINE_MODEL / "1" / SEGMENTERS_FILE, infos)
+    write_configs(out)
     return out
+
+
+def repository_is_current(root: str | Path, models: str | Path | None = None) -> bool:
+    """True when ``root`` holds weights exported from the current checkpoints (by checksum)."""
+    from s4c.models import checkpoint_path
+    from s4c.serving.service import SEGMENTERS_FILE, read_segmenters_file, sha256_file
+
+    root = Path(root)
+    try:
+        infos = read_segmenters_file(root / contract.PIPELINE_MODEL / "1" / SEGMENTERS_FILE)
+    except (FileNotFoundError, ValueError, KeyError):
+        return False
+    for phase in PHASES:
+        info = infos.get(segmenter_name(phase))
+        onnx_path = root / segmenter_name(phase) / "1" / "model.onnx"
+        if info is None or not onnx_path.exists() or sha256_file(onnx_path) != info.onnx_sha256:
+            return False
+        if sha256_file(checkpoint_path(phase, models)) != info.checkpoint_sha256:
+            return False
+    return True

@@ -50,6 +50,8 @@ class TrainConfig:
     threads: int | None = None
     #: Per-class cross-entropy weights; None (the paper) weighs every voxel equally.
     class_weights: tuple[float, float, float, float] | None = None
+    #: Warm start: a checkpoint (same width) whose weights replace the random initialisation.
+    init: str | None = None
 
     def __post_init__(self) -> None:
         if self.phase not in PHASES:
@@ -89,6 +91,14 @@ def train(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None]
     model = S4CNet(width=cfg.width).to(device, memory_format=fmt)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     rng = np.random.default_rng(cfg.seed)
+    if cfg.init is not None:
+        from s4c.checkpoint import load_checkpoint
+
+        init_model, init_spec = load_checkpoint(cfg.init)
+        if init_spec.width != cfg.width:
+            raise ValueError(f"--init checkpoint has width {init_spec.width}, this run has width {cfg.width}")
+        model.load_state_dict(init_model.state_dict())
+        log(f"initialised {cfg.phase} from {cfg.init}")
     start = 0
     state_path = out / "state.pt"
     if state_path.exists():

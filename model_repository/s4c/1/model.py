@@ -1,0 +1,48 @@
+"""Triton Python-backend model ``s4c``: one phase through the whole S4C pipeline.
+
+Tiles the CT into 64^3 patches, sends them to the phase's segmenter over async BLS (``in_flight``
+batches outstanding), votes on the overlaps, filters components and applies the voxel-count rule.
+The work is :class:`s4c.serving.service.PhasePipeline`; this file only moves tensors.
+"""
+
+import json
+from pathlib import Path
+
+import triton_python_backend_utils as pb_utils
+
+from s4c import contract
+from s4c.labels import PHASES
+from s4c.runtime import disable_numpy_hugepage_madvise
+from s4c.serving import triton
+from s4c.serving.params import ServingParams
+from s4c.serving.service import SEGMENTERS_FILE, PhasePipeline, read_segmenters_file
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        disable_numpy_hugepage_madvise()
+        params = ServingParams.from_model_config(json.loads(args["model_config"]))
+        segmenters = read_segmenters_file(Path(args["model_repository"]) / args["model_version"] / SEGMENTERS_FILE)
+        voter_factory = None
+        if args.get("model_instance_kind") == "GPU":  # labels arrive on the device: vote there
+            from functools import partial
+
+            from s4c.inference.merge_torch import TorchLabelVoter
+
+            voter_factory = partial(TorchLabelVoter, device=f"cuda:{args['model_instance_device_id']}")
+        predictors = {p: triton.bls_segmenter(pb_utils, params.segmenter(p)) for p in PHASES}
+        self.pipeline = PhasePipeline(params, segmenters, predictors, voter_factory)
+
+    async def execute(self, requests):
+        return [await self._respond(request) for request in requests]
+
+    async def _respond(self, request):
+        def get(name):
+            return triton.input_array(pb_utils, request, name)
+
+        try:
+            out = await self.pipeline.run(get(contract.CT), get(contract.SPACING), get(contract.PHASE),
+                                          get(contract.AFFINE), should_stop=request.is_cancelled)
+        except Exception as exc:
+            return triton.error_response(pb_utils, exc, contract.PIPELINE_MODEL)
+        return pb_utils.InferenceResponse(output_tensors=triton.output_tensors(pb_utils, out.tensors()))

@@ -1,0 +1,286 @@
+"""``s4c serve``: the real ``tritonserver`` binary on this repository, with secure defaults.
+
+On a machine without an NGC container the binary comes from the ``nvidia-pytriton`` wheel, which
+ships Triton 2.51 with only the Python backend: its backend folder is copied to a writable cache with
+the stub for this interpreter, and the stub is pointed at this interpreter's libpython and packages.
+In an NGC ``tritonserver`` image the system install is used as it is.
+
+Defaults follow Triton's secure-deployment guidance: bound to 127.0.0.1, ``--model-control-mode=none``,
+``--strict-readiness=true``, ``--exit-on-error=true``, ``--disable-auto-complete-config`` and the admin
+protocols (model repository, model config, shared memory, statistics, trace, logging) behind a key
+sent as a request header. Triton has no authentication of its own: a gateway must do that.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from s4c import contract
+from s4c.labels import PHASES
+
+#: Triton protocol groups that change or reveal server state; clients need the admin key for them.
+RESTRICTED = ("model-repository", "model-config", "shared-memory", "statistics", "trace", "logging")
+#: Request header that carries the admin key.
+ADMIN_HEADER = "s4c-admin-key"
+MODELS = (contract.PIPELINE_MODEL, contract.DUAL_PHASE_MODEL, *(contract.segmenter_model(p) for p in PHASES))
+#: The Python backend's shared-memory pool per stub: CT volumes are tens of MB, the default is 1 MB.
+SHM_DEFAULT_BYTES = 64 * 1024 * 1024
+SHM_GROWTH_BYTES = 64 * 1024 * 1024
+
+
+class ServerError(RuntimeError):
+    """The server could not be found, did not start, or stopped unexpectedly."""
+
+
+@dataclass(frozen=True)
+class TritonInstall:
+    """Where a runnable tritonserver and its Python backend are."""
+
+    binary: Path
+    python_backend: Path  # folder with libtriton_python.so
+    stub: Path | None  # triton_python_backend_stub for this interpreter, when not inside python_backend
+    libs: tuple[Path, ...] = ()
+    version: str = "unknown"
+
+
+def find_tritonserver() -> TritonInstall:
+    """The nvidia-pytriton wheel's server, else a system install (/opt/tritonserver), else an error."""
+    try:
+        import pytriton
+
+        root = Path(pytriton.__file__).resolve().parent / "tritonserver"
+        ver = f"{sys.version_info.major}.{sys.version_info.minor}"
+        binary = root / "bin" / "tritonserver"
+        stub = root / "python_backend_stubs" / ver / "triton_python_backend_stub"
+        if binary.exists():
+            if not stub.exists():
+                raise ServerError(f"the nvidia-pytriton wheel has no Python backend stub for Python {ver}")
+            libs = (root.parent.parent / "nvidia_pytriton.libs",)
+            return TritonInstall(binary, root / "backends" / "python", stub, libs, "2.51.0 (nvidia-pytriton)")
+    except ImportError:
+        pass
+    for base in (Path("/opt/tritonserver"),):
+        if (base / "bin" / "tritonserver").exists():
+            return TritonInstall(base / "bin" / "tritonserver", base / "backends" / "python", None, (), "system")
+    found = shutil.which("tritonserver")
+    if found:
+        base = Path(found).resolve().parent.parent
+        return TritonInstall(Path(found), base / "backends" / "python", None, (), "system")
+    raise ServerError("no tritonserver found: install the serving extras (pip install nvidia-pytriton) or run in "
+                      "an NGC tritonserver image")
+
+
+def backend_directory(install: TritonInstall, cache: Path | None = None) -> Path:
+    """A backend folder holding ``python/`` with the stub beside libtriton_python.so."""
+    if install.stub is None:
+        return install.python_backend.parent
+    cache = cache or Path(os.environ.get("S4C_CACHE", Path.home() / ".cache" / "s4c")) / "triton-backends"
+    dest = cache / f"py{sys.version_info.major}{sys.version_info.minor}" / "python"
+    marker = dest / ".complete"
+    if not marker.exists():
+        tmp = dest.with_name(f"python.tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(install.python_backend, tmp, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copy2(install.stub, tmp / "triton_python_backend_stub")
+        (tmp / ".complete").write_text(str(install.binary) + "\n")
+        shutil.rmtree(dest, ignore_errors=True)
+        tmp.rename(dest)
+    return dest.parent
+
+
+def server_env(install: TritonInstall, base: dict | None = None) -> dict:
+    """Environment for the server and its stubs: this interpreter's libpython and venv first."""
+    env = dict(os.environ if base is None else base)
+    libdir = sysconfig.get_config_var("LIBDIR") or ""
+    paths = [str(p) for p in install.libs] + ([libdir] if libdir else [])
+    if env.get("LD_LIBRARY_PATH"):
+        paths.append(env["LD_LIBRARY_PATH"])
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(paths)
+    # The stub finds its packages through the python on PATH (PYTHONPATH alone was not enough).
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+@dataclass
+class ServerConfig:
+    """How to run the server; the defaults are the secure local ones."""
+
+    repository: Path
+    grpc_port: int = 8001
+    http_port: int = 8000
+    metrics_port: int = 8002
+    address: str = "127.0.0.1"
+    #: None: each model's config.pbtxt (CPU form); else configs/<name>.pbtxt where a model has one.
+    config_name: str | None = None
+    admin_key: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    exit_timeout_s: int = 30
+    log_verbose: int = 0
+    extra_args: Sequence[str] = ()
+
+    def command(self, install: TritonInstall, backend_dir: Path) -> list[str]:
+        restricted = ",".join(RESTRICTED) + f":{ADMIN_HEADER}={self.admin_key}"
+        cmd = [
+            str(install.binary),
+            f"--model-repository={Path(self.repository).resolve()}",
+            f"--backend-directory={backend_dir}",
+            "--model-control-mode=none",
+            "--strict-readiness=true",
+            "--exit-on-error=true",
+            "--disable-auto-complete-config",
+            f"--exit-timeout-secs={self.exit_timeout_s}",
+            f"--grpc-address={self.address}", f"--grpc-port={self.grpc_port}",
+            f"--http-address={self.address}", f"--http-port={self.http_port}",
+            f"--metrics-address={self.address}", f"--metrics-port={self.metrics_port}",
+            f"--grpc-restricted-protocol={restricted}",
+            f"--http-restricted-api={restricted}",
+            f"--backend-config=python,shm-default-byte-size={SHM_DEFAULT_BYTES}",
+            f"--backend-config=python,shm-growth-byte-size={SHM_GROWTH_BYTES}",
+            f"--log-verbose={self.log_verbose}",
+        ]
+        if self.config_name:
+            cmd.append(f"--model-config-name={self.config_name}")
+        return cmd + list(self.extra_args)
+
+    @property
+    def grpc_url(self) -> str:
+        host = "127.0.0.1" if self.address in ("0.0.0.0", "") else self.address
+        return f"{host}:{self.grpc_port}"
+
+
+class TritonServer:
+    """A running tritonserver process: ``start()``, ``wait_ready()``, ``stop()``; a context manager."""
+
+    def __init__(self, config: ServerConfig, *, log_path: Path | None = None, install: TritonInstall | None = None,
+                 models: Sequence[str] = MODELS) -> None:
+        self.config = config
+        self.install = install or find_tritonserver()
+        self.log_path = log_path
+        self.models = tuple(models)
+        self.process: subprocess.Popen | None = None
+        self._log = None
+
+    def start(self) -> TritonServer:
+        backend_dir = backend_directory(self.install)
+        cmd = self.config.command(self.install, backend_dir)
+        out = None
+        if self.log_path is not None:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._log = self.log_path.open("ab")
+            out = self._log
+        self.process = subprocess.Popen(cmd, env=server_env(self.install), stdout=out,
+                                        stderr=subprocess.STDOUT if out else None, start_new_session=True)
+        return self
+
+    def wait_ready(self, timeout_s: float = 300.0) -> None:
+        """Block until the server and every model report ready; raise :class:`ServerError` otherwise."""
+        import tritonclient.grpc as grpcclient
+
+        assert self.process is not None
+        client = grpcclient.InferenceServerClient(self.config.grpc_url)
+        deadline = time.monotonic() + timeout_s
+        try:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise ServerError(f"tritonserver exited with code {self.process.returncode} while starting"
+                                      + self._log_hint())
+                try:
+                    if client.is_server_ready() and all(client.is_model_ready(m) for m in self.models):
+                        return
+                except Exception:  # not listening yet
+                    pass
+                time.sleep(0.5)
+        finally:
+            client.close()
+        raise ServerError(f"tritonserver not ready after {timeout_s:.0f} s" + self._log_hint())
+
+    def _log_hint(self) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        tail = self.log_path.read_text(errors="replace").splitlines()[-15:]
+        return f"; last log lines ({self.log_path}):\n" + "\n".join(tail)
+
+    def stop(self, timeout_s: float | None = None) -> int | None:
+        """SIGTERM, wait for Triton's own exit timeout (plus a margin), then SIGKILL the group."""
+        if self.process is None:
+            return None
+        timeout_s = self.config.exit_timeout_s + 15 if timeout_s is None else timeout_s
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        # Stubs are in the server's session; make sure none outlives it.
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        return self.process.returncode
+
+    def __enter__(self) -> TritonServer:
+        self.start()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def serve(config: ServerConfig, *, models: str | Path | None = None, echo=print) -> int:
+    """Run the server in the foreground until Ctrl-C / SIGTERM; returns its exit code."""
+    from s4c.export.repository import export_repository, repository_is_current
+
+    repo = Path(config.repository)
+    if not repository_is_current(repo, models):
+        echo(f"exporting the segmenters into {repo} ...")
+        export_repository(repo, models=models)
+    server = TritonServer(config)
+    stopping = {"signal": None}
+
+    def on_signal(signum, _frame):
+        stopping["signal"] = signum
+        raise KeyboardInterrupt
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.start()
+        echo(f"tritonserver {server.install.version}: repository {repo.resolve()}, form "
+             f"{config.config_name or 'cpu (python backend + ONNX Runtime)'}")
+        server.wait_ready()
+        echo(f"ready: {', '.join(server.models)} on grpc {config.grpc_url}, http {config.address}:"
+             f"{config.http_port}, metrics {config.address}:{config.metrics_port}; admin APIs need the "
+             f"'{ADMIN_HEADER}' header. Ctrl-C stops.")
+        code = server.process.wait()
+        echo(f"tritonserver exited with code {code}")
+        return code or 1
+    except KeyboardInterrupt:
+        echo("stopping (waiting for requests in flight) ...")
+        code = server.stop()
+        echo(f"stopped (exit code {code})")
+        return 0
+    except ServerError as exc:
+        server.stop()
+        echo(f"error: {exc}")
+        return 1
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)

@@ -1,0 +1,180 @@
+"""What the ``s4c`` and ``s4c_dual_phase`` Triton models do, as library code over plain arrays.
+
+``model.py`` only turns request tensors into arrays, awaits one of these functions and turns the
+result (or the typed error) into one response. Arrays are Z, Y, X; spacings (Z, Y, X) mm.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from s4c import __version__, contract
+from s4c.checkpoint import ModelSpec
+from s4c.inference.pipeline import PhaseResult, run_phase_async
+from s4c.inference.sliding_window import BatchTimeout, InferenceCancelled
+from s4c.io import affine_from_spacing
+from s4c.labels import PHASES
+from s4c.outputs import phase_report
+from s4c.postprocess import fuse
+from s4c.serving.inputs import InvalidInput, check_affine_input, check_ct, check_spacing_input, decode_phase
+from s4c.serving.params import ServingParams
+
+#: Written by ``s4c export repository`` next to the pipeline model: what each segmenter is.
+SEGMENTERS_FILE = "segmenters.json"
+
+
+class SegmenterError(RuntimeError):
+    """The segmenter model answered a batch with an error."""
+
+
+#: Exceptions a request can end with, and the Triton error code each maps to.
+ERROR_CODES = {InvalidInput: "INVALID_ARG", InferenceCancelled: "CANCELLED", BatchTimeout: "UNAVAILABLE",
+               SegmenterError: "UNAVAILABLE"}
+
+
+def error_code(exc: BaseException) -> str | None:
+    """The Triton error code name for a known request error, else None (an internal error)."""
+    for kind, code in ERROR_CODES.items():
+        if isinstance(exc, kind):
+            return code
+    return None
+
+
+@dataclass(frozen=True)
+class SegmenterInfo:
+    """A segmenter model as the pipeline sees it: its Triton name, version and the model it holds."""
+
+    name: str
+    version: str
+    spec: ModelSpec
+    onnx_sha256: str
+    checkpoint_sha256: str = ""
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "version": self.version, "onnx_sha256": self.onnx_sha256,
+                "checkpoint_sha256": self.checkpoint_sha256, "width": self.spec.width, "trained": self.spec.trained,
+                "git_revision": self.spec.git_revision}
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_segmenters_file(path: str | Path, infos: Mapping[str, SegmenterInfo]) -> Path:
+    path = Path(path)
+    blob = {name: {"version": i.version, "onnx_sha256": i.onnx_sha256, "checkpoint_sha256": i.checkpoint_sha256,
+                   "spec": i.spec.to_dict()}
+            for name, i in infos.items()}
+    path.write_text(json.dumps(blob, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def read_segmenters_file(path: str | Path) -> dict[str, SegmenterInfo]:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run `s4c export repository --out {path.parent.parent}` first")
+    blob = json.loads(path.read_text())
+    return {name: SegmenterInfo(name, str(d["version"]), ModelSpec.from_dict(d["spec"]), d["onnx_sha256"],
+                                d.get("checkpoint_sha256", ""))
+            for name, d in blob.items()}
+
+
+@dataclass(frozen=True)
+class PhaseOutput:
+    """One phase's answer: the filtered labels, the decision and the REPORT dict."""
+
+    result: PhaseResult
+    report: dict
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        """Output tensors of the ``s4c`` model, by name."""
+        d = self.result.decision
+        return {
+            contract.LABELS: d.labels,
+            contract.ABNORMAL: np.array([d.abnormal], dtype=bool),
+            contract.TUMOR_VOXELS: np.array([d.tumor_voxels], dtype=np.int64),
+            contract.DUCT_VOXELS: np.array([d.duct_voxels], dtype=np.int64),
+            contract.REPORT: encode_report(self.report),
+        }
+
+
+def encode_report(report: dict) -> np.ndarray:
+    return np.array([json.dumps(report, allow_nan=False).encode("utf-8")], dtype=np.object_)
+
+
+class PhasePipeline:
+    """The ``s4c`` model's work: check the request, run the sliding window over the phase's
+    segmenter (an async predictor per phase), vote, filter, classify and report."""
+
+    def __init__(self, params: ServingParams, segmenters: Mapping[str, SegmenterInfo],
+                 predictors: Mapping[str, Callable[[np.ndarray], Awaitable[object]]],
+                 voter_factory: Callable[..., object] | None = None) -> None:
+        self.params = params
+        self.infos: dict[str, SegmenterInfo] = {}
+        for phase in PHASES:
+            name = params.segmenter(phase)
+            if name not in segmenters:
+                raise ValueError(f"segmenter {name!r} for {phase} is not described in {SEGMENTERS_FILE} "
+                                 f"(has: {', '.join(sorted(segmenters)) or 'nothing'})")
+            info = segmenters[name]
+            if info.spec.phase != phase:
+                raise ValueError(f"segmenter {name!r} holds a {info.spec.phase} model, configured for {phase}")
+            self.infos[phase] = info
+        self.predictors = dict(predictors)
+        self.voter_factory = voter_factory
+
+    def check(self, ct: np.ndarray | None, spacing: np.ndarray | None, phase: np.ndarray | None,
+              affine: np.ndarray | None = None) -> tuple[np.ndarray, tuple, str, np.ndarray | None]:
+        """Validate request arrays; raises :class:`InvalidInput`."""
+        return (check_ct(ct, self.params.max_voxels, contract.CT), check_spacing_input(spacing, contract.SPACING),
+                decode_phase(phase, contract.PHASE), check_affine_input(affine, contract.AFFINE))
+
+    async def run(self, ct: np.ndarray | None, spacing: np.ndarray | None, phase: np.ndarray | None,
+                  affine: np.ndarray | None = None, *, should_stop: Callable[[], bool] | None = None) -> PhaseOutput:
+        t0 = time.perf_counter()
+        ct, spacing_t, phase_name, affine = self.check(ct, spacing, phase, affine)
+        p = self.params
+        info = self.infos[phase_name]
+        result = await run_phase_async(
+            ct, spacing_t, self.predictors[phase_name], info.spec, stride=p.stride, batch_size=p.batch_size,
+            window_kwargs={"in_flight": p.in_flight, "should_stop": should_stop, "batch_timeout_s": p.batch_timeout_s,
+                           "voter_factory": self.voter_factory},
+            **p.rule_kwargs())
+        world = affine is not None
+        report = phase_report(result, affine if world else affine_from_spacing(spacing_t), info.spec)
+        report["world_frame"] = "affine" if world else "spacing_only"  # no AFFINE sent: origin at voxel 0
+        report["input"] = {"shape_zyx": list(ct.shape), "spacing_zyx_mm": list(spacing_t)}
+        report["stride"] = p.stride
+        report["segmenter"] = info.to_dict()
+        report["server"] = {"s4c_version": __version__, "pipeline_model": contract.PIPELINE_MODEL}
+        report["timings_s"]["total_s"] = round(time.perf_counter() - t0, 4)
+        report["phase"] = phase_name
+        return PhaseOutput(result, report)
+
+
+def fuse_reports(reports: Mapping[str, dict]) -> dict:
+    """The dual-phase REPORT: each phase's report and the OR of their decisions."""
+    return {"abnormal": fuse(*(bool(r["abnormal"]) for r in reports.values())), "rule": "abnormal if either phase is",
+            "phases": dict(reports)}
+
+
+def check_dual_inputs(arrays: Mapping[str, np.ndarray | None], max_voxels: int
+                      ) -> dict[str, tuple[np.ndarray, tuple, np.ndarray | None]]:
+    """Validate the dual-phase model's inputs (by tensor name); returns phase -> (ct, spacing, affine)."""
+    out = {}
+    for phase, (ct_name, sp_name, aff_name) in contract.DUAL_INPUTS.items():
+        out[phase] = (check_ct(arrays.get(ct_name), max_voxels, ct_name),
+                      check_spacing_input(arrays.get(sp_name), sp_name),
+                      check_affine_input(arrays.get(aff_name), aff_name))
+    return out

@@ -1,0 +1,91 @@
+"""Glue between Triton's Python backend and :mod:`s4c.serving.service`.
+
+Every function takes the ``triton_python_backend_utils`` module (``pb_utils``) as an argument, so this
+module imports outside the stub and is unit-tested with a stand-in.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+from s4c import contract
+from s4c.serving.service import SegmenterError, error_code
+
+
+def input_array(pb_utils, request, name: str) -> np.ndarray | None:
+    """An input as a host numpy array, or None when the request did not send it.
+
+    With FORCE_CPU_ONLY_INPUT_TENSORS=no an input may sit on the GPU; the volume is tiled on the host,
+    so it is copied over once here (through DLPack and torch).
+    """
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    if tensor is None:
+        return None
+    if tensor.is_cpu():
+        return tensor.as_numpy()
+    import torch
+
+    return torch.utils.dlpack.from_dlpack(tensor.to_dlpack()).cpu().numpy()
+
+
+def output_tensors(pb_utils, arrays: Mapping[str, np.ndarray]) -> list:
+    return [pb_utils.Tensor(name, np.ascontiguousarray(array)) for name, array in arrays.items()]
+
+
+def error_response(pb_utils, exc: BaseException, model: str):
+    """One error response: known request errors keep their message and code; anything else is logged
+    with its traceback and answered as INTERNAL without details (which could carry request data)."""
+    code = error_code(exc)
+    if code is None:
+        pb_utils.Logger.log_error(f"{model}: internal error: {type(exc).__name__}\n{traceback.format_exc()}")
+        message, code = f"{model}: internal error ({type(exc).__name__}); see the server log", "INTERNAL"
+    else:
+        message = f"{model}: {exc}"
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, getattr(pb_utils.TritonError, code)))
+
+
+def bls_segmenter(pb_utils, model_name: str) -> Callable:
+    """An async predictor that sends a (N, 1, 64, 64, 64) float32 batch to ``model_name`` over BLS.
+
+    Returns the LABELS output as numpy when it is on the host, or as a torch tensor on the device
+    (DLPack, no copy) when the segmenter left it on a GPU.
+    """
+
+    async def predict(batch: np.ndarray):
+        request = pb_utils.InferenceRequest(model_name=model_name, requested_output_names=[contract.SEG_LABELS],
+                                            inputs=[pb_utils.Tensor(contract.SEG_INPUT, batch)])
+        response = await request.async_exec()
+        if response.has_error():
+            raise SegmenterError(f"segmenter {model_name}: {response.error().message()}")
+        out = pb_utils.get_output_tensor_by_name(response, contract.SEG_LABELS)
+        if out.is_cpu():
+            return out.as_numpy()
+        import torch
+
+        return torch.utils.dlpack.from_dlpack(out.to_dlpack())
+
+    return predict
+
+
+def bls_pipeline(pb_utils, model_name: str, phase: str) -> Callable:
+    """An async call of the ``s4c`` model for one phase; returns (labels, report dict)."""
+    import json
+
+    async def run(ct: np.ndarray, spacing: tuple, affine: np.ndarray | None):
+        inputs = [pb_utils.Tensor(contract.CT, ct), pb_utils.Tensor(contract.SPACING, np.asarray(spacing, np.float32)),
+                  pb_utils.Tensor(contract.PHASE, np.array([phase.encode()], dtype=np.object_))]
+        if affine is not None:
+            inputs.append(pb_utils.Tensor(contract.AFFINE, np.asarray(affine, np.float64)))
+        request = pb_utils.InferenceRequest(model_name=model_name, inputs=inputs,
+                                            requested_output_names=[contract.LABELS, contract.REPORT])
+        response = await request.async_exec()
+        if response.has_error():
+            raise SegmenterError(f"{phase}: {response.error().message()}")
+        labels = pb_utils.get_output_tensor_by_name(response, contract.LABELS).as_numpy()
+        report = pb_utils.get_output_tensor_by_name(response, contract.REPORT).as_numpy().reshape(-1)[0]
+        return labels, json.loads(report)
+
+    return run
