@@ -72,11 +72,11 @@ def test_console_script_is_installed():
     assert out.returncode == 0 and "phantom" in out.stdout and "demo" in out.stdout
 
 
-def test_demo_runs_end_to_end_small(tmp_path):
-    from s4c.demo import run_demo
+def test_demo_in_process_runs_end_to_end_small(tmp_path):
+    from s4c.demo import run_demo_in_process
 
     lines: list[str] = []
-    report = run_demo(tmp_path, seed=3, shape=(64, 80, 80), spacing=(3.75, 4.0, 4.0), echo=lines.append)
+    report = run_demo_in_process(tmp_path, seed=3, shape=(64, 80, 80), spacing=(3.75, 4.0, 4.0), echo=lines.append)
     for name in ("labels_arterial.nii.gz", "labels_venous.nii.gz", "overview.png", "report.json",
                  "input/arterial.nii.gz", "input/venous_label.nii.gz"):
         assert (tmp_path / name).exists(), name

@@ -49,9 +49,13 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from s4c.demo import run_demo
+    from s4c.demo import run_demo, run_demo_in_process
 
-    run_demo(args.out, seed=args.seed, models=args.models, stride=args.stride, batch_size=args.batch_size)
+    if args.in_process:
+        run_demo_in_process(args.out, seed=args.seed, models=args.models, stride=args.stride,
+                            batch_size=args.batch_size)
+    else:
+        run_demo(args.out, seed=args.seed, models=args.models, repository=args.model_repository)
     return 0
 
 
@@ -121,9 +125,74 @@ def _cmd_export(args: argparse.Namespace) -> int:
     else:
         from s4c.export.repository import export_repository
 
-        path = export_repository(args.out, models=args.models)
+        engines = {phase: Path(plan) for phase, plan in (args.engine or [])}
+        bad = sorted(set(engines) - {"arterial", "venous"})
+        if bad:
+            raise ValueError(f"--engine phase must be arterial or venous, got {', '.join(bad)}")
+        path = export_repository(args.out, models=args.models, engines=engines)
     print(f"wrote {path}")
     return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from s4c.serving.server import ServerConfig, serve
+
+    cfg = ServerConfig(args.model_repository, grpc_port=args.grpc_port, http_port=args.http_port,
+                       metrics_port=args.metrics_port, address=args.address, config_name=args.form,
+                       exit_timeout_s=args.exit_timeout)
+    if args.admin_key_file:
+        cfg.admin_key = args.admin_key_file.read_text().strip()
+    return serve(cfg, models=args.models)
+
+
+def _cmd_infer(args: argparse.Namespace) -> int:
+    from s4c.serving.client import ClientError, InferenceClient, TlsConfig, infer_case, infer_cohort
+    from s4c.serving.scans import ScanError
+
+    modes = [bool(args.arterial or args.venous), bool(args.ct), bool(args.manifest)]
+    if sum(modes) != 1:
+        print("error: give --arterial and --venous, or --ct with --phase, or --manifest", file=sys.stderr)
+        return 2
+    if modes[0] and not (args.arterial and args.venous):
+        print("error: dual phase needs both --arterial and --venous (or use --ct with --phase)", file=sys.stderr)
+        return 2
+    if modes[1] and not args.phase:
+        print("error: --ct needs --phase arterial|venous", file=sys.stderr)
+        return 2
+    tls = None
+    if args.ssl or args.root_cert:
+        tls = TlsConfig(args.root_cert, args.private_key, args.cert_chain)
+    try:
+        with InferenceClient(args.url, timeout_s=args.timeout, retries=args.retries, tls=tls) as client:
+            if args.manifest:
+                rows = infer_cohort(client, args.manifest, args.out, concurrency=args.concurrency,
+                                    progress=not args.no_progress)
+                _print_cohort(rows, args.out)
+                return 0 if all(r["status"] == "ok" for r in rows) else 1
+            paths = {"arterial": args.arterial, "venous": args.venous} if modes[0] else {args.phase: args.ct}
+            answer, written = infer_case(client, paths, args.out)
+    except (ScanError, ClientError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, ScanError) else 3
+    for phase, rep in answer.report["phases"].items():
+        t = max(rep["tumors"], key=lambda c: c["voxels"]) if rep["tumors"] else None
+        where = (f"; largest tumour {t['volume_ml']:.2f} mL at world (x, y, z) "
+                 f"{', '.join(f'{v:.1f}' for v in t['centroid_world_xyz_mm'])} mm") if t else ""
+        print(f"{phase:9s} abnormal={rep['abnormal']!s:5s} tumour={rep['tumor_voxels']} "
+              f"duct={rep['duct_voxels']}{where}")
+    print(f"DECISION: {'ABNORMAL' if answer.abnormal else 'normal'} ({answer.seconds:.1f} s)")
+    for name, path in written.items():
+        print(f"  {name:16s} {path}")
+    return 0
+
+
+def _print_cohort(rows: list[dict], out: Path) -> None:
+    ok = [r for r in rows if r["status"] == "ok"]
+    print(f"{len(ok)}/{len(rows)} cases answered; {sum(bool(r['abnormal']) for r in ok)} abnormal")
+    for r in rows:
+        print(f"  {r['case_id']:20s} {r['status']:5s} " + (f"abnormal={r['abnormal']}" if r["status"] == "ok"
+                                                         else r["error"]))
+    print(f"summary: {out / 'summary.csv'}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,8 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--out", type=Path, default=Path("demo_out"))
     de.add_argument("--seed", type=int, default=7)
     de.add_argument("--models", type=Path, default=None, help="folder with default_{arterial,venous}.pt")
-    de.add_argument("--stride", type=_positive_int, default=DEFAULT_STRIDE)
-    de.add_argument("--batch-size", type=_positive_int, default=8)
+    de.add_argument("--stride", type=_positive_int, default=DEFAULT_STRIDE, help="--in-process only (the "
+                    "server's stride is a config.pbtxt parameter)")
+    de.add_argument("--batch-size", type=_positive_int, default=8, help="--in-process only")
+    de.add_argument("--model-repository", type=Path, default=Path("model_repository"))
+    de.add_argument("--in-process", action="store_true", help="run the library pipeline without the server")
     de.set_defaults(func=_cmd_demo)
 
     tr = sub.add_parser("train", help="train one phase model with the paper's recipe")
@@ -208,10 +280,46 @@ def build_parser() -> argparse.ArgumentParser:
     et.add_argument("--min-batch", type=_positive_int, default=1)
     et.add_argument("--opt-batch", type=_positive_int, default=8)
     et.add_argument("--max-batch", type=_positive_int, default=16)
-    er = exs.add_parser("repository")
-    er.add_argument("--out", required=True, type=Path)
-    er.add_argument("--models", type=Path, default=None)
+    er = exs.add_parser("repository", help="weights and configs into a Triton model repository")
+    er.add_argument("--out", type=Path, default=Path("model_repository"),
+                    help="repository holding the model_repository/ layout (default: ./model_repository)")
+    er.add_argument("--models", type=Path, default=None, help="folder with default_{arterial,venous}.pt")
+    er.add_argument("--engine", nargs=2, action="append", metavar=("PHASE", "PLAN"), default=None,
+                    help="also install a TensorRT engine for PHASE (repeatable)")
     ex.set_defaults(func=_cmd_export)
+
+    sv = sub.add_parser("serve", help="run the real tritonserver on the model repository (foreground)")
+    sv.add_argument("--model-repository", type=Path, default=Path("model_repository"))
+    sv.add_argument("--models", type=Path, default=None, help="checkpoints to export if the repository is stale")
+    sv.add_argument("--grpc-port", type=_positive_int, default=8001)
+    sv.add_argument("--http-port", type=_positive_int, default=8000)
+    sv.add_argument("--metrics-port", type=_positive_int, default=8002)
+    sv.add_argument("--address", default="127.0.0.1", help="listen address (default loopback only)")
+    sv.add_argument("--form", choices=["tensorrt", "onnxruntime"], default=None,
+                    help="segmenter form: configs/<form>.pbtxt (GPU server); default the CPU form")
+    sv.add_argument("--admin-key-file", type=Path, default=None,
+                    help="file holding the key for the restricted admin APIs (default: a random key)")
+    sv.add_argument("--exit-timeout", type=_positive_int, default=30,
+                    help="seconds in-flight requests get to finish on SIGTERM")
+    sv.set_defaults(func=_cmd_serve)
+
+    inf = sub.add_parser("infer", help="send scans to a running server over gRPC and write the results")
+    inf.add_argument("--url", default="127.0.0.1:8001", help="HOST:PORT of the gRPC endpoint")
+    inf.add_argument("--arterial", type=Path, help="arterial-phase NIfTI")
+    inf.add_argument("--venous", type=Path, help="venous-phase NIfTI")
+    inf.add_argument("--ct", type=Path, help="one scan (with --phase)")
+    inf.add_argument("--phase", choices=["arterial", "venous"])
+    inf.add_argument("--manifest", type=Path, help="cohort manifest.csv (case_id, arterial, venous columns)")
+    inf.add_argument("--concurrency", type=_positive_int, default=1, help="cases in flight (--manifest)")
+    inf.add_argument("--out", required=True, type=Path)
+    inf.add_argument("--timeout", type=_spacing, default=600.0, help="seconds per call")
+    inf.add_argument("--retries", type=_count, default=3, help="retries when the server is UNAVAILABLE")
+    inf.add_argument("--ssl", action="store_true", help="use TLS (with --root-cert for a private CA)")
+    inf.add_argument("--root-cert", type=Path, default=None)
+    inf.add_argument("--private-key", type=Path, default=None)
+    inf.add_argument("--cert-chain", type=Path, default=None)
+    inf.add_argument("--no-progress", action="store_true")
+    inf.set_defaults(func=_cmd_infer)
 
     cl = sub.add_parser("classify", help="apply the component filter and decision rule to a label NIfTI")
     cl.add_argument("--labels", required=True, type=Path)

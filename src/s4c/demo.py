@@ -1,7 +1,10 @@
-"""The demo: one generated dual-phase phantom case through the whole in-process S4C pipeline.
+"""The demo: one generated dual-phase phantom case through the real Triton server.
 
-phantom -> NIfTI on disk -> load -> network -> sliding window -> vote -> classify -> fuse ->
-labels NIfTI + report.json + overview.png.
+:func:`run_demo`: phantom -> NIfTI on disk -> start ``tritonserver`` on this repository -> ``s4c``
+gRPC client (``s4c_dual_phase``: tiling, segmenter over BLS, vote, component filter, rule, fusion)
+-> labels NIfTI + report.json + overlay.png -> stop the server -> summary.
+
+:func:`run_demo_in_process`: the same case through the in-process library pipeline (no server).
 """
 
 from __future__ import annotations
@@ -18,10 +21,7 @@ from s4c.outputs import write_case
 from s4c.postprocess import classify, fuse
 
 
-def run_demo(out: str | Path, *, seed: int = 7, models: str | Path | None = None, stride: int = DEFAULT_STRIDE,
-             batch_size: int = 8, shape=(96, 128, 128), spacing=(2.5, 2.5, 2.5), echo=print) -> dict:
-    """Run the demo into ``out`` and return the report dict (also written to ``out/report.json``)."""
-    out = Path(out)
+def _write_phantom(out: Path, seed: int, shape, spacing, echo):
     case = generate_case(seed, abnormal=True, shape=shape, spacing=spacing, case_id="demo")
     inputs = {}
     for phase in PHASES:
@@ -31,6 +31,75 @@ def run_demo(out: str | Path, *, seed: int = 7, models: str | Path | None = None
     echo(f"phantom case (seed {seed}): PNET in the {tumor.get('location', '?')}, "
          f"{tumor.get('diameter_mm', float('nan')):.0f} mm, pattern {tumor.get('pattern', '?')}, "
          f"duct {'yes' if case.meta.get('duct', {}).get('present') else 'no'}; written to {out / 'input'}")
+    return case, inputs
+
+
+def _free_ports(n: int) -> list[int]:
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def run_demo(out: str | Path, *, seed: int = 7, repository: str | Path = "model_repository",
+             models: str | Path | None = None, shape=(96, 128, 128), spacing=(2.5, 2.5, 2.5), echo=print) -> dict:
+    """Run the demo through a local tritonserver; returns the report (also in ``out/report.json``)."""
+    import json
+
+    from s4c.export.repository import export_repository, repository_is_current
+    from s4c.serving.client import InferenceClient, infer_case
+    from s4c.serving.server import ServerConfig, TritonServer
+
+    out = Path(out)
+    t_all = time.perf_counter()
+    case, inputs = _write_phantom(out, seed, shape, spacing, echo)
+    repository = Path(repository)
+    if not repository_is_current(repository, models):
+        echo(f"exporting the segmenters into {repository}")
+        export_repository(repository, models=models)
+    grpc, http, metrics = _free_ports(3)
+    cfg = ServerConfig(repository, grpc_port=grpc, http_port=http, metrics_port=metrics)
+    log = out / "tritonserver.log"
+    t = time.perf_counter()
+    echo(f"starting tritonserver on 127.0.0.1:{grpc} (log: {log})")
+    with TritonServer(cfg, log_path=log) as server:
+        echo(f"server ready in {time.perf_counter() - t:.1f} s: {', '.join(server.models)}")
+        with InferenceClient(cfg.grpc_url) as client:
+            answer, paths = infer_case(client, inputs, out)
+        echo("stopping the server")
+    ref = {p: classify(getattr(case, f"{p}_label"), case.spacing) for p in PHASES}
+    ref_abnormal = fuse(*ref.values())
+    report = json.loads(paths["report"].read_text())
+    report["reference_rule"] = {"abnormal": ref_abnormal, **{p: d.to_dict() for p, d in ref.items()}}
+    paths["report"].write_text(json.dumps(report, indent=2) + "\n")
+    for p in PHASES:
+        d, r = report["phases"][p], ref[p]
+        echo(f"{p:9s} server: abnormal={d['abnormal']!s:5s} tumour={d['tumor_voxels']:6d} duct={d['duct_voxels']:6d} "
+             f"| rule on reference labels: abnormal={r.abnormal!s:5s} tumour={r.tumor_voxels:6d}")
+        for t in sorted(d["tumors"], key=lambda c: -c["voxels"])[:1]:
+            echo(f"          largest tumour {t['volume_ml']:.2f} mL at world (x, y, z) "
+                 f"{', '.join(f'{v:.1f}' for v in t['centroid_world_xyz_mm'])} mm")
+    echo(f"DECISION (either phase abnormal): {'ABNORMAL' if answer.abnormal else 'normal'}; reference labels give "
+         f"{'ABNORMAL' if ref_abnormal else 'normal'}")
+    echo(f"inference {answer.seconds:.1f} s through the server (gRPC, both phases); "
+         f"demo {time.perf_counter() - t_all:.1f} s")
+    for name, path in paths.items():
+        echo(f"  {name:16s} {path}")
+    return report
+
+
+def run_demo_in_process(out: str | Path, *, seed: int = 7, models: str | Path | None = None,
+                        stride: int = DEFAULT_STRIDE, batch_size: int = 8, shape=(96, 128, 128),
+                        spacing=(2.5, 2.5, 2.5), echo=print) -> dict:
+    """Run the demo in-process into ``out`` and return the report dict (also in ``out/report.json``)."""
+    out = Path(out)
+    case, inputs = _write_phantom(out, seed, shape, spacing, echo)
 
     predictors = load_predictors(models, allow_untrained=True)
     untrained = [p for p, (_, spec) in predictors.items() if not spec.trained]

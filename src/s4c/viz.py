@@ -68,32 +68,25 @@ def pick_slice(*label_volumes: np.ndarray | None) -> int:
     return int(np.argmax(fg)) if fg.any() else vols[0].shape[0] // 2
 
 
-def render_panels(panels: Sequence[tuple[str, np.ndarray, np.ndarray | None]], path: str | Path,
-                  spacing_yx: tuple[float, float] = (1.0, 1.0), scale: int = 3,
-                  affine: np.ndarray | None = None) -> Path:
-    """Write a row of titled panels, each (title, HU slice (Y, X), labels slice (Y, X) or None).
+def _tile(title: str, hu: np.ndarray, lab: np.ndarray | None, spacing_rc: Sequence[float], flip_rows: bool,
+          flip_cols: bool, scale: int) -> Image.Image:
+    rgb = overlay(window_hu(hu), lab)
+    if flip_rows:
+        rgb = rgb[::-1]
+    if flip_cols:
+        rgb = rgb[:, ::-1]
+    img = Image.fromarray(np.ascontiguousarray(rgb))
+    h, w = hu.shape
+    sr, sc = spacing_rc
+    base = min(sr, sc)
+    img = img.resize((max(1, round(w * sc / base * scale)), max(1, round(h * sr / base * scale))), Image.NEAREST)
+    canvas = Image.new("RGB", (img.width, img.height + 18), (0, 0, 0))
+    canvas.paste(img, (0, 18))
+    ImageDraw.Draw(canvas).text((4, 3), title, fill=(255, 255, 255))
+    return canvas
 
-    Panels are resized so that pixels are square in mm (``spacing_yx``) and enlarged ``scale`` times;
-    with ``affine`` they are flipped into radiological orientation.
-    """
-    flip_rows, flip_cols = radiological_flips(affine)
-    tiles = []
-    for title, hu, lab in panels:
-        rgb = overlay(window_hu(hu), lab)
-        if flip_rows:
-            rgb = rgb[::-1]
-        if flip_cols:
-            rgb = rgb[:, ::-1]
-        img = Image.fromarray(np.ascontiguousarray(rgb))
-        h, w = hu.shape
-        sy, sx = spacing_yx
-        base = min(sy, sx)
-        img = img.resize((max(1, round(w * sx / base * scale)), max(1, round(h * sy / base * scale))),
-                         Image.NEAREST)
-        canvas = Image.new("RGB", (img.width, img.height + 18), (0, 0, 0))
-        canvas.paste(img, (0, 18))
-        ImageDraw.Draw(canvas).text((4, 3), title, fill=(255, 255, 255))
-        tiles.append(canvas)
+
+def _save_row(tiles: Sequence[Image.Image], path: str | Path) -> Path:
     width = sum(t.width for t in tiles) + 4 * (len(tiles) - 1)
     height = max(t.height for t in tiles)
     sheet = Image.new("RGB", (width, height), (0, 0, 0))
@@ -105,3 +98,51 @@ def render_panels(panels: Sequence[tuple[str, np.ndarray, np.ndarray | None]], p
     path.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(path)
     return path
+
+
+def render_panels(panels: Sequence[tuple[str, np.ndarray, np.ndarray | None]], path: str | Path,
+                  spacing_yx: tuple[float, float] = (1.0, 1.0), scale: int = 3,
+                  affine: np.ndarray | None = None) -> Path:
+    """Write a row of titled panels, each (title, HU slice (Y, X), labels slice (Y, X) or None).
+
+    Panels are resized so that pixels are square in mm (``spacing_yx``) and enlarged ``scale`` times;
+    with ``affine`` they are flipped into radiological orientation.
+    """
+    flip_rows, flip_cols = radiological_flips(affine)
+    return _save_row([_tile(t, hu, lab, spacing_yx, flip_rows, flip_cols, scale) for t, hu, lab in panels], path)
+
+
+def focus_point(labels: np.ndarray) -> tuple[tuple[int, int, int], str]:
+    """(z, y, x) to slice through and what it is: the largest tumour's centroid, else the pancreas
+    set's centroid, else the volume centre."""
+    from s4c.components import label_components
+
+    tumour = labels == TUMOR
+    if tumour.any():
+        cc, n = label_components(tumour.astype(np.uint8))
+        sizes = np.bincount(cc.reshape(-1), minlength=n + 1)
+        sizes[0] = 0
+        where = np.argwhere(cc == int(np.argmax(sizes)))
+        return tuple(int(np.rint(v)) for v in where.mean(axis=0)), "largest tumour"
+    fg = np.argwhere(labels > 0)
+    if len(fg):
+        return tuple(int(np.rint(v)) for v in fg.mean(axis=0)), "pancreas"
+    return tuple(n // 2 for n in labels.shape), "centre"
+
+
+def render_tumour_views(phases: dict[str, tuple[np.ndarray, np.ndarray, Sequence[float]]], path: str | Path,
+                        scale: int = 3) -> Path:
+    """Axial, coronal and sagittal slices through each phase's largest tumour, labels overlaid.
+
+    ``phases`` maps phase -> (HU (Z, Y, X), labels (Z, Y, X), spacing (Z, Y, X)) on the canonical RAS+
+    grid (Z to superior, Y to anterior, X to the patient's right). Views are in radiological
+    convention: anterior / superior at the top, the patient's right on the viewer's left.
+    """
+    tiles = []
+    for phase, (hu, labels, spacing) in phases.items():
+        (z, y, x), what = focus_point(labels)
+        sz, sy, sx = spacing
+        tiles += [_tile(f"{phase} axial z={z} ({what})", hu[z], labels[z], (sy, sx), True, True, scale),
+                  _tile(f"{phase} coronal y={y}", hu[:, y], labels[:, y], (sz, sx), True, True, scale),
+                  _tile(f"{phase} sagittal x={x}", hu[:, :, x], labels[:, :, x], (sz, sy), True, True, scale)]
+    return _save_row(tiles, path)

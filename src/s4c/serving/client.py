@@ -1,0 +1,243 @@
+"""``s4c infer``: the gRPC client of the ``s4c`` and ``s4c_dual_phase`` models.
+
+It sends int16 (Z, Y, X) volumes on the canonical grid with their spacing and affine, and writes the
+labels back on each input file's own grid, a ``report.json`` and an ``overlay.png``. Transient
+failures (UNAVAILABLE) are retried with back-off; every call has a deadline; TLS is optional.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from s4c import contract
+from s4c.labels import PHASES
+from s4c.serving.scans import Scan, save_labels
+
+
+class ClientError(RuntimeError):
+    """The server could not be reached or answered with an error; the message says which."""
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """PEM files for gRPC over TLS (the root certificate that signed the server's; client pair optional)."""
+
+    root_cert: Path | None = None
+    private_key: Path | None = None
+    cert_chain: Path | None = None
+
+
+@dataclass(frozen=True)
+class CaseAnswer:
+    """A dual- or single-phase answer: labels by phase on the canonical grid, the decision, the report."""
+
+    labels: dict[str, np.ndarray]
+    abnormal: bool
+    report: dict
+    seconds: float
+
+
+class InferenceClient:
+    """A gRPC connection to the server; ``timeout_s`` bounds each call, ``retries`` covers UNAVAILABLE."""
+
+    def __init__(self, url: str, *, timeout_s: float = 600.0, retries: int = 3, backoff_s: float = 1.0,
+                 tls: TlsConfig | None = None, headers: Mapping[str, str] | None = None) -> None:
+        import tritonclient.grpc as grpcclient
+
+        self.grpc = grpcclient
+        self.url = url
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.headers = dict(headers or {})
+        kwargs = {}
+        if tls is not None:
+            kwargs = {"ssl": True, "root_certificates": _path(tls.root_cert), "private_key": _path(tls.private_key),
+                      "certificate_chain": _path(tls.cert_chain)}
+        self.client = grpcclient.InferenceServerClient(url, **kwargs)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> InferenceClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _call(self, what: str, fn: Callable):
+        from tritonclient.utils import InferenceServerException
+
+        delay = self.backoff_s
+        for attempt in range(self.retries + 1):
+            try:
+                return fn()
+            except InferenceServerException as exc:
+                status = str(exc.status() or "")
+                if "UNAVAILABLE" in status and attempt < self.retries:
+                    time.sleep(delay)
+                    delay *= 2
+                    continue
+                if "UNAVAILABLE" in status:
+                    raise ClientError(f"cannot reach the S4C server at {self.url} ({what}): {exc.message()}") from exc
+                if "DEADLINE_EXCEEDED" in status:
+                    raise ClientError(f"{what}: no answer from {self.url} within {self.timeout_s:g} s") from exc
+                raise ClientError(f"{what}: server answered {status or 'an error'}: {exc.message()}") from exc
+        raise AssertionError("unreachable")
+
+    def wait_ready(self, model: str, timeout_s: float = 30.0) -> None:
+        """Raise :class:`ClientError` unless ``model`` is ready within ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                if self.client.is_model_ready(model, headers=self.headers, client_timeout=5):
+                    return
+            except Exception:
+                pass
+            if time.monotonic() > deadline:
+                raise ClientError(f"cannot reach the S4C server at {self.url}, or its model {model!r} is not ready")
+            time.sleep(0.5)
+
+    def _input(self, name: str, array: np.ndarray, dtype: str):
+        t = self.grpc.InferInput(name, list(array.shape), dtype)
+        t.set_data_from_numpy(array)
+        return t
+
+    def infer_phase(self, scan: Scan, phase: str) -> CaseAnswer:
+        """One phase through the ``s4c`` model."""
+        inputs = [self._input(contract.CT, scan.ct, "INT16"),
+                  self._input(contract.SPACING, np.asarray(scan.spacing, np.float32), "FP32"),
+                  self._input(contract.PHASE, np.array([phase.encode()], dtype=np.object_), "BYTES"),
+                  self._input(contract.AFFINE, np.asarray(scan.affine, np.float64), "FP64")]
+        outputs = [self.grpc.InferRequestedOutput(n) for n in (contract.LABELS, contract.ABNORMAL, contract.REPORT)]
+        t = time.perf_counter()
+        r = self._call(f"{contract.PIPELINE_MODEL} {phase}", lambda: self.client.infer(
+            contract.PIPELINE_MODEL, inputs, outputs=outputs, client_timeout=self.timeout_s, headers=self.headers))
+        seconds = time.perf_counter() - t
+        report = json.loads(r.as_numpy(contract.REPORT).reshape(-1)[0])
+        return CaseAnswer({phase: r.as_numpy(contract.LABELS)}, bool(r.as_numpy(contract.ABNORMAL)[0]),
+                          {"abnormal": report["abnormal"], "phases": {phase: report}}, seconds)
+
+    def infer_dual(self, arterial: Scan, venous: Scan) -> CaseAnswer:
+        """Both phases through the ``s4c_dual_phase`` model."""
+        inputs = []
+        for phase, scan in (("arterial", arterial), ("venous", venous)):
+            ct, sp, aff = contract.DUAL_INPUTS[phase]
+            inputs += [self._input(ct, scan.ct, "INT16"), self._input(sp, np.asarray(scan.spacing, np.float32), "FP32"),
+                       self._input(aff, np.asarray(scan.affine, np.float64), "FP64")]
+        names = [contract.DUAL_LABELS[p] for p in PHASES] + [contract.ABNORMAL, contract.REPORT]
+        outputs = [self.grpc.InferRequestedOutput(n) for n in names]
+        t = time.perf_counter()
+        r = self._call(contract.DUAL_PHASE_MODEL, lambda: self.client.infer(
+            contract.DUAL_PHASE_MODEL, inputs, outputs=outputs, client_timeout=self.timeout_s, headers=self.headers))
+        seconds = time.perf_counter() - t
+        return CaseAnswer({p: r.as_numpy(contract.DUAL_LABELS[p]) for p in PHASES},
+                          bool(r.as_numpy(contract.ABNORMAL)[0]),
+                          json.loads(r.as_numpy(contract.REPORT).reshape(-1)[0]), seconds)
+
+
+def _path(p: Path | None) -> str | None:
+    return None if p is None else str(p)
+
+
+def write_answer(out: str | Path, scans: Mapping[str, Scan], answer: CaseAnswer) -> dict[str, Path]:
+    """``<phase>_labels.nii.gz`` on each input file's grid, ``report.json`` and ``overlay.png``."""
+    from s4c.viz import render_tumour_views
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    report = json.loads(json.dumps(answer.report))
+    for phase, scan in scans.items():
+        paths[f"{phase}_labels"] = save_labels(out / f"{phase}_labels.nii.gz", scan, answer.labels[phase])
+        rep = report["phases"][phase]
+        rep["grid"] = ("tumour centroid_zyx is on the canonical RAS grid that was sent; centroid_zyx_input is "
+                       "the same point as an index of the input file")
+        for t in rep.get("tumors", []):
+            t["centroid_zyx_input"] = [round(v, 3) for v in scan.canonical_to_file_index(t["centroid_zyx"])]
+    report["client_seconds"] = round(answer.seconds, 3)
+    paths["report"] = out / "report.json"
+    paths["report"].write_text(json.dumps(report, indent=2) + "\n")
+    paths["overlay"] = render_tumour_views({p: (s.ct, answer.labels[p], s.spacing) for p, s in scans.items()},
+                                           out / "overlay.png")
+    return paths
+
+
+def infer_case(client: InferenceClient, paths: Mapping[str, Path], out: str | Path) -> tuple[CaseAnswer, dict]:
+    """Read the scans (``phase -> path``; one phase or both), infer, write; returns (answer, paths)."""
+    from s4c.serving.scans import read_scan
+
+    scans = {phase: read_scan(path) for phase, path in paths.items()}
+    if set(scans) == set(PHASES):
+        answer = client.infer_dual(scans["arterial"], scans["venous"])
+    elif len(scans) == 1:
+        (phase, scan), = scans.items()
+        answer = client.infer_phase(scan, phase)
+    else:
+        raise ValueError(f"need one phase or both, got {sorted(scans)}")
+    return answer, write_answer(out, scans, answer)
+
+
+SUMMARY_COLUMNS = ("case_id", "status", "abnormal", "arterial_abnormal", "venous_abnormal", "arterial_tumor_voxels",
+                   "venous_tumor_voxels", "seconds", "error")
+
+
+def infer_cohort(client: InferenceClient, manifest: str | Path, out: str | Path, *, concurrency: int = 1,
+                 progress: bool = True) -> list[dict]:
+    """Every case of a cohort manifest through the dual-phase model, ``concurrency`` at a time.
+
+    Writes ``out/<case_id>/`` per case and ``out/summary.csv``; a failed case is a row with its error,
+    not the end of the run. Returns the summary rows.
+    """
+    import csv
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    from s4c.data.cohort import read_manifest
+    from s4c.serving.scans import ScanError
+
+    manifest = Path(manifest)
+    root = manifest.parent if manifest.is_file() else manifest
+    entries = read_manifest(manifest)
+    out = Path(out)
+
+    def one(entry) -> dict:
+        row = dict.fromkeys(SUMMARY_COLUMNS, "")
+        row["case_id"] = entry.case_id
+        try:
+            answer, _ = infer_case(client, {p: entry.path(root, p) for p in PHASES}, out / entry.case_id)
+        except (ScanError, ClientError, ValueError) as exc:
+            row.update(status="error", error=str(exc))
+            return row
+        row.update(status="ok", abnormal=answer.abnormal, seconds=round(answer.seconds, 3))
+        for p in PHASES:
+            rep = answer.report["phases"][p]
+            row[f"{p}_abnormal"], row[f"{p}_tumor_voxels"] = rep["abnormal"], rep["tumor_voxels"]
+        return row
+
+    rows = []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(entries), desc="cases", unit="case")
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        for future in as_completed([pool.submit(one, e) for e in entries]):
+            rows.append(future.result())
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    order = {e.case_id: i for i, e in enumerate(entries)}
+    rows.sort(key=lambda r: order[r["case_id"]])
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "summary.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=SUMMARY_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows

@@ -1,0 +1,202 @@
+"""Integration tests: the real tritonserver (session fixture ``triton``) over gRPC with tritonclient.
+
+Served answers are held byte for byte to the in-process library on the same ONNX graph.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import SERVER_MAX_VOXELS
+from s4c import contract
+from s4c.data.phantom import generate_case
+from s4c.inference.pipeline import run_phase
+from s4c.inference.predictor import OnnxPredictor
+from s4c.io import load_nifti, save_nifti
+from s4c.postprocess import fuse
+
+pytestmark = pytest.mark.server
+
+grpcclient = pytest.importorskip("tritonclient.grpc")
+from tritonclient.utils import InferenceServerException  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def client(triton):
+    c = grpcclient.InferenceServerClient(triton.config.grpc_url)
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def predictors(triton):
+    repo = triton.config.repository
+    return {p: OnnxPredictor(repo / f"segmenter_{p}" / "1" / "model.onnx", threads=1) for p in ("arterial", "venous")}
+
+
+@pytest.fixture(scope="module")
+def case():
+    return generate_case(11, abnormal=True, shape=(64, 96, 96), spacing=(2.5, 2.5, 2.5), case_id="srv")
+
+
+def _in(name, array, dtype):
+    t = grpcclient.InferInput(name, list(array.shape), dtype)
+    t.set_data_from_numpy(array)
+    return t
+
+
+def phase_inputs(ct, spacing, phase, *, ct_dtype="INT16"):
+    return [_in(contract.CT, ct, ct_dtype), _in(contract.SPACING, np.asarray(spacing, np.float32), "FP32"),
+            _in(contract.PHASE, np.array([phase.encode()], dtype=np.object_), "BYTES")]
+
+
+def infer_phase(client, ct, spacing, phase):
+    r = client.infer(contract.PIPELINE_MODEL, phase_inputs(ct, spacing, phase), client_timeout=300)
+    return r, json.loads(r.as_numpy(contract.REPORT)[0])
+
+
+def in_process(predictors, ct, spacing, phase):
+    p = predictors[phase]
+    return run_phase(ct, spacing, p, p.spec, stride=20, batch_size=8)
+
+
+@pytest.mark.parametrize("phase", ["arterial", "venous"])
+def test_phase_labels_and_decision_equal_the_library(client, predictors, case, phase):
+    ct = getattr(case, phase).astype(np.int16)
+    r, report = infer_phase(client, ct, case.spacing, phase)
+    ref = in_process(predictors, ct, case.spacing, phase)
+    labels = r.as_numpy(contract.LABELS)
+    assert labels.dtype == np.uint8 and labels.shape == ct.shape
+    assert (ref.decision.labels > 0).any() or phase == "arterial"  # a non-trivial comparison
+    assert labels.tobytes() == ref.decision.labels.tobytes()
+    assert bool(r.as_numpy(contract.ABNORMAL)[0]) == ref.decision.abnormal
+    assert int(r.as_numpy(contract.TUMOR_VOXELS)[0]) == ref.decision.tumor_voxels
+    assert int(r.as_numpy(contract.DUCT_VOXELS)[0]) == ref.decision.duct_voxels
+    assert report["abnormal"] == ref.decision.abnormal and report["phase"] == phase
+    assert report["thresholds"] == {"min_tumor_voxels": 40, "min_duct_voxels": 500, "keep_ratio": 0.2,
+                                    "keep_distance": 27.0}
+    assert report["segmenter"]["name"] == f"segmenter_{phase}" and report["segmenter"]["version"] == "1"
+    assert {"network_wait_s", "vote_s", "postprocess_s", "total_s"} <= set(report["timings_s"])
+
+
+@pytest.mark.parametrize("shape", [(40, 64, 65), (64, 64, 64), (65, 41, 64)])
+def test_odd_shapes(client, predictors, case, shape):
+    # Crops of the phantom through its pancreas, padded with air where the phantom is smaller.
+    ct = np.full(shape, -1000, np.int16)
+    src = case.venous.astype(np.int16)
+    z0, y0, x0 = (max(0, (s - n) // 2) for s, n in zip(src.shape, shape, strict=True))
+    crop = src[z0 : z0 + shape[0], y0 : y0 + shape[1], x0 : x0 + shape[2]]
+    ct[: crop.shape[0], : crop.shape[1], : crop.shape[2]] = crop
+    r, _ = infer_phase(client, ct, (2.5, 2.5, 2.5), "venous")
+    ref = in_process(predictors, ct, (2.5, 2.5, 2.5), "venous")
+    assert r.as_numpy(contract.LABELS).shape == shape
+    assert r.as_numpy(contract.LABELS).tobytes() == ref.decision.labels.tobytes()
+
+
+def test_dual_phase_different_shapes_and_spacings(client, predictors, case):
+    arterial = case.arterial.astype(np.int16)
+    venous = case.venous.astype(np.int16)[4:60, 10:90, 3:93]  # another acquisition: other extent ...
+    sp = {"arterial": (2.5, 2.5, 2.5), "venous": (3.0, 2.0, 2.25)}  # ... and another grid
+    cts = {"arterial": arterial, "venous": venous}
+    inputs = []
+    for phase in ("arterial", "venous"):
+        ct_name, sp_name, _ = contract.DUAL_INPUTS[phase]
+        inputs += [_in(ct_name, cts[phase], "INT16"), _in(sp_name, np.asarray(sp[phase], np.float32), "FP32")]
+    r = client.infer(contract.DUAL_PHASE_MODEL, inputs, client_timeout=300)
+    report = json.loads(r.as_numpy(contract.REPORT)[0])
+    refs = {p: in_process(predictors, cts[p], sp[p], p) for p in cts}
+    for phase in cts:
+        labels = r.as_numpy(contract.DUAL_LABELS[phase])
+        assert labels.shape == cts[phase].shape
+        assert labels.tobytes() == refs[phase].decision.labels.tobytes()
+        assert report["phases"][phase]["abnormal"] == refs[phase].decision.abnormal
+        assert report["phases"][phase]["input"]["spacing_zyx_mm"] == list(sp[phase])
+    expected = fuse(*(refs[p].decision for p in cts))
+    assert bool(r.as_numpy(contract.ABNORMAL)[0]) == expected == report["abnormal"]
+
+
+def _small():
+    return np.full((48, 64, 64), -100, dtype=np.int16)
+
+
+BAD_PHASE_REQUESTS = {
+    "wrong dtype": (lambda: phase_inputs(_small().astype(np.float32), (2.5,) * 3, "venous", ct_dtype="FP32"),
+                    "CT"),
+    "wrong rank": (lambda: phase_inputs(np.zeros((64, 64), np.int16), (2.5,) * 3, "venous"), "CT"),
+    "empty dimension": (lambda: phase_inputs(np.zeros((0, 64, 64), np.int16), (2.5,) * 3, "venous"), "empty"),
+    "over the voxel limit": (lambda: phase_inputs(np.zeros((130, 130, 130), np.int16), (2.5,) * 3, "venous"),
+                             str(SERVER_MAX_VOXELS)),
+    "missing input": (lambda: phase_inputs(_small(), (2.5,) * 3, "venous")[::2], "SPACING"),
+    "NaN spacing": (lambda: phase_inputs(_small(), (2.5, float("nan"), 2.5), "venous"), "SPACING"),
+    "non-positive spacing": (lambda: phase_inputs(_small(), (2.5, 0.0, -1.0), "venous"), "SPACING"),
+    "unknown phase": (lambda: phase_inputs(_small(), (2.5,) * 3, "delayed"), "delayed"),
+    "spacing of 2 values": (lambda: [*phase_inputs(_small(), (2.5,) * 3, "venous")[::2],
+                                     _in(contract.SPACING, np.ones(2, np.float32), "FP32")], "SPACING"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_PHASE_REQUESTS))
+def test_bad_input_is_invalid_arg_and_server_keeps_serving(client, name):
+    make, needle = BAD_PHASE_REQUESTS[name]
+    with pytest.raises(InferenceServerException) as err:
+        client.infer(contract.PIPELINE_MODEL, make(), client_timeout=120)
+    assert "INVALID_ARG" in str(err.value.status()), (name, err.value.status(), err.value.message())
+    assert needle in err.value.message(), (name, err.value.message())
+    r, _ = infer_phase(client, _small(), (2.5, 2.5, 2.5), "venous")
+    assert r.as_numpy(contract.LABELS).shape == (48, 64, 64)
+    assert client.is_model_ready(contract.PIPELINE_MODEL)
+
+
+@pytest.mark.parametrize(("problem", "needle"), [("missing VENOUS", "VENOUS"),
+                                                 ("NaN ARTERIAL_SPACING", "ARTERIAL_SPACING"),
+                                                 ("VENOUS over the limit", str(SERVER_MAX_VOXELS))])
+def test_dual_phase_bad_input(client, problem, needle):
+    ct, sp = _small(), np.full(3, 2.5, np.float32)
+    arrays = {"ARTERIAL": ct, "VENOUS": ct, "ARTERIAL_SPACING": sp, "VENOUS_SPACING": sp}
+    if problem == "missing VENOUS":
+        del arrays["VENOUS"]
+    elif problem.startswith("NaN"):
+        arrays["ARTERIAL_SPACING"] = np.array([2.5, np.nan, 2.5], np.float32)
+    else:
+        arrays["VENOUS"] = np.zeros((130, 130, 130), np.int16)
+    inputs = [_in(n, a, "INT16" if a.dtype == np.int16 else "FP32") for n, a in arrays.items()]
+    with pytest.raises(InferenceServerException) as err:
+        client.infer(contract.DUAL_PHASE_MODEL, inputs, client_timeout=120)
+    assert "INVALID_ARG" in str(err.value.status()), err.value.message()
+    assert needle in err.value.message(), err.value.message()
+    assert client.is_model_ready(contract.DUAL_PHASE_MODEL)
+
+
+def test_client_cli_writes_labels_on_the_input_grid(triton, predictors, tmp_path):
+    case = generate_case(5, abnormal=True, shape=(48, 80, 72), spacing=(3.0, 2.5, 2.5), case_id="cli")
+    # A non-canonical file: X and Y axes flipped (LPS-like), with an origin.
+    affine = case.affine.copy()
+    affine[0, 0], affine[1, 1] = -affine[0, 0], -affine[1, 1]
+    affine[:3, 3] = (120.0, 95.0, -40.0)
+    paths = {}
+    for phase in ("arterial", "venous"):
+        paths[phase] = save_nifti(tmp_path / f"{phase}.nii.gz", getattr(case, phase).astype(np.int16), affine)
+    out = tmp_path / "out"
+    res = subprocess.run([sys.executable, "-m", "s4c.cli", "infer", "--url", triton.config.grpc_url,
+                          "--arterial", str(paths["arterial"]), "--venous", str(paths["venous"]), "--out", str(out)],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert "DECISION" in res.stdout
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["phases"]) == {"arterial", "venous"}
+    assert (out / "overlay.png").stat().st_size > 0
+    for phase in ("arterial", "venous"):
+        lab = load_nifti(out / f"{phase}_labels.nii.gz")
+        src = load_nifti(paths[phase])
+        assert lab.array.shape == src.array.shape
+        assert np.array_equal(lab.affine, src.affine)
+        # The labels are where the library puts them on the same anatomy: run it on the canonical
+        # (flipped back) array and flip its labels onto the file grid.
+        canonical = src.array[:, ::-1, ::-1]
+        ref = in_process(predictors, np.ascontiguousarray(canonical), src.spacing, phase).decision.labels
+        assert np.array_equal(lab.array, ref[:, ::-1, ::-1])
