@@ -5,9 +5,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo_out
-PYTEST_ARGS ?= -m "not slow and not gpu and not server"
+# The server tests start the real tritonserver (from the nvidia-pytriton wheel) and are part of the default run.
+PYTEST_ARGS ?= -m "not slow and not gpu"
 
-.PHONY: venv demo test test-all lint bench clean
+.PHONY: venv demo serve repository test test-all lint bench clean
 
 venv: $(STAMP)
 
@@ -17,17 +18,26 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
+# Generates a dual-phase phantom, starts tritonserver, calls it with the gRPC client, writes the outputs,
+# stops the server and prints a summary.
 demo: $(STAMP)
 	$(VENV)/bin/s4c demo --out $(DEMO_OUT)
 
+# Weights (ONNX) and configs into model_repository/ from the embedded checkpoints.
+repository: $(STAMP)
+	$(VENV)/bin/s4c export repository --out model_repository
+
+serve: $(STAMP)
+	$(VENV)/bin/s4c serve --model-repository model_repository
+
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks client model_repository export
 
 test: $(STAMP) lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-all: $(STAMP)
-	$(PY) -m pytest -m "not gpu and not server"
+	$(PY) -m pytest -m "not gpu"
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_core.py

@@ -119,25 +119,59 @@ def _pbtxt_tensors(text: str, section: str) -> list[dict]:
 ONNX_TO_TRITON = {onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.UINT8: "TYPE_UINT8"}
 
 
+def _layout(root):
+    import shutil
+
+    repo_src = __import__("pathlib").Path(__file__).resolve().parents[1] / "model_repository"
+    shutil.copytree(repo_src, root, ignore=shutil.ignore_patterns("*.onnx", "*.plan", "segmenters.json", "configs",
+                                                                  "config.pbtxt", "__pycache__"))
+    return root
+
+
 def test_repository_configs_match_onnx_graphs(checkpoint, tmp_path):
+    """Every form of each segmenter's config declares exactly the exported graph's tensors."""
+    import json
+
     _, model = checkpoint
     models = tmp_path / "models"
     for phase in ("arterial", "venous"):
         save_checkpoint(models / f"default_{phase}.pt", model, ModelSpec(width=4, phase=phase))
-    repo = export_repository(tmp_path / "repo", models=models)
+    repo = export_repository(_layout(tmp_path / "repo"), models=models)
     for phase in ("arterial", "venous"):
         d = repo / segmenter_name(phase)
-        text = (d / "config.pbtxt").read_text()
-        assert f'name: "{segmenter_name(phase)}"' in text and 'platform: "onnxruntime_onnx"' in text
-        assert "max_batch_size: 16" in text and "dynamic_batching" in text
         graph = onnx.load(str(d / "1" / "model.onnx"))
-        for section, tensors in (("input", graph.graph.input), ("output", graph.graph.output)):
-            declared = _pbtxt_tensors(text, section)
-            actual = [{"name": t.name, "type": ONNX_TO_TRITON[t.type.tensor_type.elem_type],
-                       "dims": [dim.dim_value for dim in t.type.tensor_type.shape.dim[1:]]} for t in tensors]
-            assert declared == actual, (phase, section)
-    with pytest.raises(ValueError, match="engine"):
-        export_repository(tmp_path / "repo2", models=models, form="tensorrt")
+        for cfg in (d / "config.pbtxt", d / "configs" / "tensorrt.pbtxt", d / "configs" / "onnxruntime.pbtxt"):
+            text = cfg.read_text()
+            assert f'name: "{segmenter_name(phase)}"' in text
+            assert "max_batch_size: 16" in text and "dynamic_batching" in text
+            for section, tensors in (("input", graph.graph.input), ("output", graph.graph.output)):
+                declared = _pbtxt_tensors(text, section)
+                actual = [{"name": t.name, "type": ONNX_TO_TRITON[t.type.tensor_type.elem_type],
+                           "dims": [dim.dim_value for dim in t.type.tensor_type.shape.dim[1:]]} for t in tensors]
+                assert declared == actual, (phase, cfg.name, section)
+    infos = json.loads((repo / "s4c" / "1" / "segmenters.json").read_text())
+    assert set(infos) == {"segmenter_arterial", "segmenter_venous"}
+    assert infos["segmenter_venous"]["spec"]["phase"] == "venous"
+
+
+def test_repository_needs_the_layout(checkpoint, tmp_path):
+    with pytest.raises(FileNotFoundError, match="model_repository"):
+        export_repository(tmp_path / "empty")
+
+
+def test_repository_is_current_tracks_checkpoints(checkpoint, tmp_path):
+    from s4c.export.repository import repository_is_current
+
+    _, model = checkpoint
+    models = tmp_path / "models"
+    for phase in ("arterial", "venous"):
+        save_checkpoint(models / f"default_{phase}.pt", model, ModelSpec(width=4, phase=phase))
+    repo = _layout(tmp_path / "repo")
+    assert not repository_is_current(repo, models)
+    export_repository(repo, models=models)
+    assert repository_is_current(repo, models)
+    save_checkpoint(models / "default_venous.pt", model, ModelSpec(width=4, phase="venous", git_revision="other"))
+    assert not repository_is_current(repo, models)
 
 
 @pytest.mark.slow

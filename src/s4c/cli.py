@@ -142,7 +142,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                        exit_timeout_s=args.exit_timeout)
     if args.admin_key_file:
         cfg.admin_key = args.admin_key_file.read_text().strip()
-    return serve(cfg, models=args.models)
+    return serve(cfg, models=args.models, build_engines=args.build_engines)
 
 
 def _cmd_infer(args: argparse.Namespace) -> int:
@@ -299,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="segmenter form: configs/<form>.pbtxt (GPU server); default the CPU form")
     sv.add_argument("--admin-key-file", type=Path, default=None,
                     help="file holding the key for the restricted admin APIs (default: a random key)")
+    sv.add_argument("--build-engines", action="store_true",
+                    help="build missing or stale FP16 TensorRT plans first (GPU server, --form tensorrt)")
     sv.add_argument("--exit-timeout", type=_positive_int, default=30,
                     help="seconds in-flight requests get to finish on SIGTERM")
     sv.set_defaults(func=_cmd_serve)

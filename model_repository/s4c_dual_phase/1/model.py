@@ -36,8 +36,8 @@ class TritonPythonModel:
             answers = await asyncio.gather(*(self.phases[p](*inputs[p]) for p in PHASES))
         except Exception as exc:
             return triton.error_response(pb_utils, exc, contract.DUAL_PHASE_MODEL)
-        report = fuse_reports({p: a[1] for p, a in zip(PHASES, answers)})
-        arrays = {contract.DUAL_LABELS[p]: a[0] for p, a in zip(PHASES, answers)}
+        report = fuse_reports({p: a[1] for p, a in zip(PHASES, answers, strict=True)})
+        arrays = {contract.DUAL_LABELS[p]: a[0] for p, a in zip(PHASES, answers, strict=True)}
         arrays[contract.ABNORMAL] = np.array([report["abnormal"]], dtype=bool)
         arrays[contract.REPORT] = encode_report(report)
         return pb_utils.InferenceResponse(output_tensors=triton.output_tensors(pb_utils, arrays))

@@ -103,3 +103,74 @@ def build_engine(onnx_path: str | Path, out: str | Path, *, min_batch: int = 1, 
              "onnx": onnx_path.name, "onnx_sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest()}
     out.with_suffix(out.suffix + ".json").write_text(json.dumps(facts, indent=2) + "\n")
     return out
+
+
+def _trtexec() -> str | None:
+    import shutil
+
+    for candidate in (shutil.which("trtexec"), "/usr/src/tensorrt/bin/trtexec"):
+        if candidate and Path(candidate).exists():
+            return candidate
+    return None
+
+
+def build_engine_trtexec(onnx_path: str | Path, out: str | Path, *, min_batch: int = 1, opt_batch: int = 8,
+                         max_batch: int = 16, trtexec: str | None = None) -> Path:
+    """Build the FP16 engine with ``trtexec`` (TensorRT <= 10, as in an NGC tritonserver image, which has
+    trtexec and the TensorRT that will serve the plan, but not always its Python bindings)."""
+    import re
+    import subprocess
+
+    _check_profile(min_batch, opt_batch, max_batch)
+    onnx_path, out = Path(onnx_path), Path(out)
+    trtexec = trtexec or _trtexec()
+    if trtexec is None:
+        raise RuntimeError("neither the tensorrt Python package nor trtexec is available")
+    dims = "x".join(str(d) for d in contract.SEG_INPUT_DIMS)
+    shapes = {k: f"{contract.SEG_INPUT}:{b}x{dims}" for k, b in (("min", min_batch), ("opt", opt_batch),
+                                                                  ("max", max_batch))}
+    cmd = [trtexec, f"--onnx={onnx_path}", f"--saveEngine={out}", "--fp16", f"--minShapes={shapes['min']}",
+           f"--optShapes={shapes['opt']}", f"--maxShapes={shapes['max']}", "--skipInference"]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0 or not out.exists():
+        raise RuntimeError(f"trtexec failed ({res.returncode}): {res.stdout[-2000:]}{res.stderr[-2000:]}")
+    version = re.search(r"TensorRT version: ([0-9.]+)", res.stdout) or re.search(r"\[TensorRT v(\d+)\]", res.stdout)
+    facts = {"tensorrt_version": version.group(1) if version else "unknown", **_gpu_facts(), "precision": "fp16",
+             "mode": "trtexec --fp16", "profile": {"input": contract.SEG_INPUT, "min": min_batch, "opt": opt_batch,
+                                                   "max": max_batch},
+             "onnx": onnx_path.name, "onnx_sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest()}
+    out.with_suffix(out.suffix + ".json").write_text(json.dumps(facts, indent=2) + "\n")
+    return out
+
+
+def engine_is_current(plan: str | Path, onnx_path: str | Path) -> bool:
+    """True when ``plan`` was built from this ONNX graph on this GPU (per its .plan.json sidecar)."""
+    plan, onnx_path = Path(plan), Path(onnx_path)
+    sidecar = plan.with_suffix(plan.suffix + ".json")
+    if not (plan.exists() and sidecar.exists() and onnx_path.exists()):
+        return False
+    facts = json.loads(sidecar.read_text())
+    return (facts.get("onnx_sha256") == hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+            and facts.get("gpu") == _gpu_facts()["gpu"])
+
+
+def ensure_engines(repository: str | Path, *, max_batch: int = 16, log=print) -> list[Path]:
+    """Build ``segmenter_<phase>/1/model.plan`` for every phase whose plan is missing or stale (first
+    start of a GPU server); the TensorRT Python API when importable, else trtexec."""
+    from s4c.labels import PHASES
+
+    built = []
+    for phase in PHASES:
+        version = Path(repository) / contract.segmenter_model(phase) / "1"
+        onnx_path, plan = version / "model.onnx", version / "model.plan"
+        if engine_is_current(plan, onnx_path):
+            continue
+        log(f"building the FP16 TensorRT engine for {phase} (first start on this GPU) ...")
+        try:
+            import tensorrt  # noqa: F401
+
+            build_engine(onnx_path, plan, max_batch=max_batch)
+        except ImportError:
+            build_engine_trtexec(onnx_path, plan, max_batch=max_batch)
+        built.append(plan)
+    return built

@@ -245,14 +245,23 @@ class TritonServer:
         self.stop()
 
 
-def serve(config: ServerConfig, *, models: str | Path | None = None, echo=print) -> int:
-    """Run the server in the foreground until Ctrl-C / SIGTERM; returns its exit code."""
+def serve(config: ServerConfig, *, models: str | Path | None = None, build_engines: bool = False,
+          echo=print) -> int:
+    """Run the server in the foreground until Ctrl-C / SIGTERM; returns its exit code.
+
+    ``build_engines``: build missing or stale TensorRT plans first (the GPU server's first start).
+    """
     from s4c.export.repository import export_repository, repository_is_current
 
     repo = Path(config.repository)
     if not repository_is_current(repo, models):
         echo(f"exporting the segmenters into {repo} ...")
         export_repository(repo, models=models)
+    if build_engines:
+        from s4c.export.tensorrt import ensure_engines
+        from s4c.serving.configs import SEGMENTER_MAX_BATCH
+
+        ensure_engines(repo, max_batch=SEGMENTER_MAX_BATCH, log=echo)
     server = TritonServer(config)
     stopping = {"signal": None}
 

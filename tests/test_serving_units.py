@@ -1,0 +1,269 @@
+"""Serving library pieces without a server: the async sliding window, the torch voter, request checks,
+parameters, the committed configs and the client's scan handling."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from s4c import contract
+from s4c.inference.merge import LabelVoter
+from s4c.inference.merge_torch import TorchLabelVoter
+from s4c.inference.sliding_window import (
+    BatchTimeout,
+    InferenceCancelled,
+    sliding_window_inference,
+    sliding_window_inference_async,
+)
+from s4c.inference.tiling import window_origins
+from s4c.serving.inputs import InvalidInput, check_affine_input, check_ct, check_spacing_input, decode_phase
+from s4c.serving.params import ServingParams
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def oracle(batch: np.ndarray) -> np.ndarray:
+    """Labels from thresholds of the patch itself: position-dependent, so any tiling slip shows."""
+    x = batch[:, 0]
+    return np.digitize(x, [0.0, 50.0, 120.0]).astype(np.uint8)
+
+
+def async_oracle(delays=None):
+    calls = {"n": 0, "max_in_flight": 0, "now": 0}
+
+    async def predict(batch):
+        calls["n"] += 1
+        calls["now"] += 1
+        calls["max_in_flight"] = max(calls["max_in_flight"], calls["now"])
+        snapshot = batch.copy()
+        await asyncio.sleep(0 if delays is None else delays(calls["n"]))
+        assert np.array_equal(snapshot, batch), "an in-flight batch buffer was overwritten"
+        calls["now"] -= 1
+        return oracle(snapshot)
+
+    return predict, calls
+
+
+@pytest.mark.parametrize("shape", [(40, 64, 65), (64, 64, 64), (65, 91, 70), (20, 30, 140)])
+@pytest.mark.parametrize("in_flight", [1, 2, 3])
+@pytest.mark.parametrize("batch_size", [1, 5])
+def test_async_equals_sync(shape, in_flight, batch_size):
+    rng = np.random.default_rng(sum(shape) + in_flight)
+    image = rng.integers(-200, 300, size=shape).astype(np.int16)
+    expected = sliding_window_inference(image, oracle, stride=20, batch_size=batch_size)
+    predict, calls = async_oracle(lambda n: 0.001 * (n % 3))
+    timings: dict = {}
+    got = asyncio.run(sliding_window_inference_async(image, predict, stride=20, batch_size=batch_size,
+                                                     in_flight=in_flight, timings=timings))
+    assert np.array_equal(got, expected)
+    n_batches = -(-len(window_origins([max(n, 64) for n in shape], 64, 20)) // batch_size)
+    assert calls["n"] == n_batches
+    assert calls["max_in_flight"] == min(in_flight, n_batches)
+    assert set(timings) == {"tile_s", "network_wait_s", "vote_s"}
+
+
+def test_async_cancel_stops_between_batches():
+    image = np.zeros((64, 128, 128), np.int16)
+    predict, calls = async_oracle()
+    polls = {"n": 0}
+
+    def should_stop():
+        polls["n"] += 1
+        return polls["n"] > 3
+
+    with pytest.raises(InferenceCancelled):
+        asyncio.run(sliding_window_inference_async(image, predict, batch_size=2, in_flight=2,
+                                                   should_stop=should_stop))
+    assert calls["n"] < 13  # 25 windows in batches of 2 would be 13 calls
+
+
+def test_async_batch_timeout():
+    image = np.zeros((64, 64, 64), np.int16)
+    predict, _ = async_oracle(lambda n: 5.0)
+    with pytest.raises(BatchTimeout, match=r"longer than 0\.05"):
+        asyncio.run(sliding_window_inference_async(image, predict, batch_timeout_s=0.05))
+
+
+def test_async_predictor_error_propagates():
+    async def broken(batch):
+        raise RuntimeError("segmenter down")
+
+    with pytest.raises(RuntimeError, match="segmenter down"):
+        asyncio.run(sliding_window_inference_async(np.zeros((64, 64, 70), np.int16), broken))
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True])
+def test_async_rejects_bad_in_flight(bad):
+    async def p(b):
+        return oracle(b)
+
+    with pytest.raises(ValueError, match="in_flight"):
+        asyncio.run(sliding_window_inference_async(np.zeros((64, 64, 64), np.int16), p, in_flight=bad))
+
+
+@pytest.mark.parametrize("shape", [(64, 64, 64), (70, 90, 64), (100, 64, 81)])
+@pytest.mark.parametrize("stride", [20, 32, 64])
+def test_torch_voter_equals_numpy_voter_on_cpu(shape, stride):
+    """The GPU voter's arithmetic, run on the CPU device, against the numpy majority vote (ties included:
+    few labels over many overlaps make ties common)."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(stride + sum(shape))
+    origins = window_origins(shape, 64, stride)
+    patches = rng.integers(0, 4, size=(len(origins), 64, 64, 64)).astype(np.uint8)
+    ref = LabelVoter(shape, 64, stride, backend="numpy")
+    tv = TorchLabelVoter(shape, 64, stride, device="cpu")
+    for i in range(0, len(origins), 3):
+        ref.add(patches[i : i + 3], origins[i : i + 3])
+        tv.add(torch.from_numpy(patches[i : i + 3]), origins[i : i + 3])
+    assert np.array_equal(tv.result(), ref.result())
+
+
+def test_torch_voter_through_the_sliding_window():
+    torch = pytest.importorskip("torch")
+    image = np.random.default_rng(0).integers(-200, 300, size=(66, 80, 70)).astype(np.int16)
+
+    def torch_oracle(batch):
+        return torch.from_numpy(oracle(batch))
+
+    got = sliding_window_inference(image, torch_oracle, voter_factory=lambda *a, **k: TorchLabelVoter(*a, **k))
+    assert np.array_equal(got, sliding_window_inference(image, oracle))
+
+
+def test_torch_voter_rejects_bad_patches():
+    torch = pytest.importorskip("torch")
+    tv = TorchLabelVoter((64, 64, 64), 64, 20, device="cpu")
+    with pytest.raises(ValueError, match="uint8"):
+        tv.add(torch.zeros((1, 64, 64, 64), dtype=torch.int64), np.zeros((1, 3), np.int64))
+    with pytest.raises(ValueError, match="label 7"):
+        tv.add(torch.full((1, 64, 64, 64), 7, dtype=torch.uint8), np.zeros((1, 3), np.int64))
+    with pytest.raises(ValueError, match="outside"):
+        tv.add(torch.zeros((1, 64, 64, 64), dtype=torch.uint8), np.array([[1, 0, 0]]))
+
+
+@pytest.mark.gpu
+def test_torch_voter_on_cuda_equals_numpy():
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    shape = (90, 100, 80)
+    origins = window_origins(shape, 64, 20)
+    patches = np.random.default_rng(1).integers(0, 4, size=(len(origins), 64, 64, 64)).astype(np.uint8)
+    ref = LabelVoter(shape, 64, 20)
+    tv = TorchLabelVoter(shape, 64, 20, device="cuda")
+    ref.add(patches, origins)
+    tv.add(torch.from_numpy(patches).cuda(), origins)
+    assert np.array_equal(tv.result(), ref.result())
+
+
+# --- request checks ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("ct", "match"), [
+    (None, "missing input CT"),
+    (np.zeros((4, 4, 4), np.float32), "INT16"),
+    (np.zeros((4, 4), np.int16), "3-D"),
+    (np.zeros((0, 4, 4), np.int16), "empty dimension"),
+    (np.zeros((11, 10, 10), np.int16), "over this server's limit of 1000"),
+])
+def test_check_ct(ct, match):
+    with pytest.raises(InvalidInput, match=match):
+        check_ct(ct, 1000)
+
+
+def test_check_ct_accepts_at_the_limit():
+    ct = np.zeros((10, 10, 10), np.int16)
+    assert check_ct(ct, 1000) is ct
+
+
+@pytest.mark.parametrize(("sp", "match"), [
+    (None, "missing"), (np.ones(2, np.float32), "3 values"), (np.array([1, np.nan, 1], np.float32), "finite"),
+    (np.array([1, 0, 1], np.float32), "> 0"), (np.array([1, 1, -2], np.float32), "along X"),
+    (np.array([1, np.inf, 1], np.float32), "along Y"),
+])
+def test_check_spacing_input(sp, match):
+    with pytest.raises(InvalidInput, match=match):
+        check_spacing_input(sp)
+
+
+@pytest.mark.parametrize(("value", "ok"), [(b"arterial", "arterial"), (b" Venous ", "venous"), ("venous", "venous")])
+def test_decode_phase(value, ok):
+    assert decode_phase(np.array([value], dtype=np.object_)) == ok
+
+
+@pytest.mark.parametrize(("value", "match"), [
+    (np.array([b"delayed"], dtype=np.object_), "unknown PHASE 'delayed'"),
+    (np.array([b"\xff\xfe"], dtype=np.object_), "UTF-8"),
+    (np.array([b"arterial", b"venous"], dtype=np.object_), "one value"),
+    (np.array([b"x" * 500], dtype=np.object_), r"\.\.\."),
+])
+def test_decode_phase_errors(value, match):
+    with pytest.raises(InvalidInput, match=match):
+        decode_phase(value)
+
+
+def test_check_affine_input():
+    assert check_affine_input(None) is None
+    assert check_affine_input(np.eye(4)).shape == (4, 4)
+    with pytest.raises(InvalidInput, match="4x4"):
+        check_affine_input(np.eye(3))
+    with pytest.raises(InvalidInput, match="singular"):
+        check_affine_input(np.zeros((4, 4)))
+
+
+# --- parameters and configs ----------------------------------------------------------------------
+
+def test_params_from_model_config():
+    cfg = {"parameters": {"stride": {"string_value": "32"}, "keep_ratio": {"string_value": "0.25"},
+                          "segmenter_venous": {"string_value": "seg_v2"}}}
+    p = ServingParams.from_model_config(cfg)
+    assert p.stride == 32 and p.keep_ratio == 0.25 and p.segmenter("venous") == "seg_v2"
+    assert p.rule_kwargs()["min_tumor_voxels"] == 40
+
+
+@pytest.mark.parametrize(("values", "match"), [
+    ({"stride": "0"}, "stride"), ({"stride": "65"}, "stride"), ({"stride": "x"}, "must be int"),
+    ({"keep_ratio": "1.5"}, "keep_ratio"), ({"batch_timeout_s": "nan"}, "batch_timeout_s"),
+    ({"strides": "20"}, "unknown parameter"), ({"min_tumor_voxels": "-1"}, "min_tumor_voxels"),
+])
+def test_params_errors(values, match):
+    with pytest.raises(ValueError, match=match):
+        ServingParams.from_strings(values)
+
+
+def test_committed_configs_are_the_generated_ones():
+    """config.pbtxt is the contract: the committed files must be exactly what s4c.serving.configs renders."""
+    from s4c.serving.configs import repository_configs
+
+    for rel, text in repository_configs().items():
+        path = REPO / "model_repository" / rel
+        assert path.exists(), rel
+        assert path.read_text() == text, f"{rel} is stale: run `s4c export repository`"
+
+
+def test_configs_use_the_contract_names():
+    from s4c.serving.configs import dual_phase_config, pipeline_config, segmenter_config
+
+    text = pipeline_config()
+    for name in (contract.CT, contract.SPACING, contract.PHASE, contract.LABELS, contract.ABNORMAL,
+                 contract.TUMOR_VOXELS, contract.DUCT_VOXELS, contract.REPORT):
+        assert f'name: "{name}"' in text
+    assert "KIND_GPU" in pipeline_config("tensorrt") and "FORCE_CPU_ONLY_INPUT_TENSORS" in pipeline_config("tensorrt")
+    trt = segmenter_config("arterial", "tensorrt")
+    assert 'platform: "tensorrt_plan"' in trt and "dynamic_batching" in trt and "KIND_GPU" in trt
+    assert 'backend: "python"' in segmenter_config("venous")
+    dual = dual_phase_config()
+    for name in ("ARTERIAL", "VENOUS", "ARTERIAL_SPACING", "VENOUS_SPACING", "LABELS_ARTERIAL", "LABELS_VENOUS"):
+        assert f'name: "{name}"' in dual
+    with pytest.raises(ValueError, match="form"):
+        segmenter_config("arterial", "openvino")
+
+
+def test_segmenter_max_batch_matches_the_engine_default():
+    """The TensorRT profile's maximum (s4c export trt --max-batch default) is the config's max_batch_size."""
+    from s4c.cli import build_parser
+    from s4c.serving.configs import SEGMENTER_MAX_BATCH
+
+    args = build_parser().parse_args(["export", "trt", "--onnx", "a.onnx", "--out", "b.plan"])
+    assert args.max_batch == SEGMENTER_MAX_BATCH
