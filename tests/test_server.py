@@ -200,3 +200,29 @@ def test_client_cli_writes_labels_on_the_input_grid(triton, predictors, tmp_path
         canonical = src.array[:, ::-1, ::-1]
         ref = in_process(predictors, np.ascontiguousarray(canonical), src.spacing, phase).decision.labels
         assert np.array_equal(lab.array, ref[:, ::-1, ::-1])
+
+
+def test_admin_protocols_need_the_key(triton, client):
+    """Model config (an admin protocol) is refused without the key and served with it; inference and
+    health stay open."""
+    from s4c.serving.server import grpc_admin_header
+
+    with pytest.raises(InferenceServerException, match="restricted"):
+        client.get_model_config(contract.PIPELINE_MODEL)
+    with pytest.raises(InferenceServerException, match="restricted"):
+        client.get_inference_statistics(contract.PIPELINE_MODEL)
+    cfg = client.get_model_config(contract.PIPELINE_MODEL, headers={grpc_admin_header(): triton.config.admin_key})
+    assert cfg.config.name == contract.PIPELINE_MODEL
+    assert client.is_server_live() and client.is_model_ready(contract.PIPELINE_MODEL)
+    assert client.get_model_metadata(contract.PIPELINE_MODEL).name == contract.PIPELINE_MODEL
+
+
+def test_server_listens_on_loopback_only(triton):
+    import socket
+
+    assert triton.config.address == "127.0.0.1"
+    addrs = {a[4][0] for a in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)} - {"127.0.0.1"}
+    for addr in addrs:
+        with socket.socket() as s:
+            s.settimeout(1)
+            assert s.connect_ex((addr, triton.config.grpc_port)) != 0, f"gRPC port reachable on {addr}"

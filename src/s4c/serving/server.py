@@ -30,8 +30,14 @@ from s4c.labels import PHASES
 
 #: Triton protocol groups that change or reveal server state; clients need the admin key for them.
 RESTRICTED = ("model-repository", "model-config", "shared-memory", "statistics", "trace", "logging")
-#: Request header that carries the admin key.
+#: Request header that carries the admin key (HTTP). Over gRPC Triton expects it with the prefix
+#: ``triton-grpc-protocol-`` (:func:`grpc_admin_header`).
 ADMIN_HEADER = "s4c-admin-key"
+
+
+def grpc_admin_header() -> str:
+    """The gRPC metadata key a client sends the admin key under."""
+    return f"triton-grpc-protocol-{ADMIN_HEADER}"
 MODELS = (contract.PIPELINE_MODEL, contract.DUAL_PHASE_MODEL, *(contract.segmenter_model(p) for p in PHASES))
 #: The Python backend's shared-memory pool per stub: CT volumes are tens of MB, the default is 1 MB.
 SHM_DEFAULT_BYTES = 64 * 1024 * 1024
@@ -277,7 +283,7 @@ def serve(config: ServerConfig, *, models: str | Path | None = None, build_engin
         server.wait_ready()
         echo(f"ready: {', '.join(server.models)} on grpc {config.grpc_url}, http {config.address}:"
              f"{config.http_port}, metrics {config.address}:{config.metrics_port}; admin APIs need the "
-             f"'{ADMIN_HEADER}' header. Ctrl-C stops.")
+             f"'{ADMIN_HEADER}' header (gRPC: '{grpc_admin_header()}'). Ctrl-C stops.")
         code = server.process.wait()
         echo(f"tritonserver exited with code {code}")
         return code or 1
