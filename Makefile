@@ -39,8 +39,11 @@ test: $(STAMP) lint
 test-all: $(STAMP)
 	$(PY) -m pytest -m "not gpu"
 
+# Core ratios, then the serving benchmark against the real tritonserver and perf_analyzer (installed by
+# benchmarks/install_perf_analyzer.sh) -> benchmarks/results/{core,cpu}.json, results/perf_analyzer/*.csv.
 bench: $(STAMP)
 	$(PY) benchmarks/bench_core.py
+	$(PY) benchmarks/bench_serving.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .ruff_cache .hypothesis

@@ -242,3 +242,41 @@ def test_real_ct_through_the_client(triton, real_ct_dir, tmp_path):
     report = json.loads((out / "report.json").read_text())["phases"]["venous"]
     assert report["input"]["spacing_zyx_mm"] == [3.0, 3.0, 3.0] and report["world_frame"] == "affine"
     assert "example_ct" not in (out / "report.json").read_text()  # no file names in the report
+
+
+def _self_signed(tmp_path):
+    """A private CA and a server certificate for 127.0.0.1, made with the openssl CLI."""
+    import shutil
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed")
+    ca_key, ca, key, csr, cert = (tmp_path / n for n in ("ca.key", "ca.pem", "server.key", "server.csr",
+                                                          "server.pem"))
+    ext = tmp_path / "ext.cnf"
+    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    run = lambda *a: subprocess.run(["openssl", *a], check=True, capture_output=True)  # noqa: E731
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ca_key), "-out", str(ca), "-days", "2",
+        "-subj", "/CN=s4c-test-ca")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr), "-subj", "/CN=127.0.0.1")
+    run("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial", "-out", str(cert),
+        "-days", "2", "-extfile", str(ext))
+    return ca, cert, key
+
+
+def test_tls_between_client_and_server(triton, tmp_path):
+    from s4c.demo import _free_ports
+    from s4c.serving.server import ServerConfig, TritonServer
+
+    ca, cert, key = _self_signed(tmp_path)
+    grpc, http, metrics = _free_ports(3)
+    cfg = ServerConfig(triton.config.repository, grpc_port=grpc, http_port=http, metrics_port=metrics,
+                       tls_cert=cert, tls_key=key)
+    ct = save_nifti(tmp_path / "ct.nii.gz", np.full((48, 64, 64), -100, np.int16), np.diag([2.5, 2.5, 2.5, 1.0]))
+    base = [sys.executable, "-m", "s4c.cli", "infer", "--url", cfg.grpc_url, "--ct", str(ct), "--phase", "venous",
+            "--retries", "0", "--timeout", "60"]
+    with TritonServer(cfg, log_path=tmp_path / "tls.log", models=("s4c", "segmenter_venous")):
+        ok = subprocess.run([*base, "--out", str(tmp_path / "ok"), "--ssl", "--root-cert", str(ca)],
+                            capture_output=True, text=True, timeout=300)
+        assert ok.returncode == 0, ok.stderr
+        plain = subprocess.run([*base, "--out", str(tmp_path / "plain")], capture_output=True, text=True, timeout=300)
+        assert plain.returncode == 3, plain.stdout + plain.stderr

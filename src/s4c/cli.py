@@ -139,7 +139,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     cfg = ServerConfig(args.model_repository, grpc_port=args.grpc_port, http_port=args.http_port,
                        metrics_port=args.metrics_port, address=args.address, config_name=args.form,
-                       exit_timeout_s=args.exit_timeout)
+                       exit_timeout_s=args.exit_timeout, tls_cert=args.tls_cert, tls_key=args.tls_key,
+                       tls_client_ca=args.tls_client_ca)
     if args.admin_key_file:
         cfg.admin_key = args.admin_key_file.read_text().strip()
     return serve(cfg, models=args.models, build_engines=args.build_engines)
@@ -299,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="segmenter form: configs/<form>.pbtxt (GPU server); default the CPU form")
     sv.add_argument("--admin-key-file", type=Path, default=None,
                     help="file holding the key for the restricted admin APIs (default: a random key)")
+    sv.add_argument("--tls-cert", type=Path, default=None, help="gRPC over TLS: server certificate (PEM)")
+    sv.add_argument("--tls-key", type=Path, default=None, help="gRPC over TLS: server private key (PEM)")
+    sv.add_argument("--tls-client-ca", type=Path, default=None, help="mutual TLS: CA that signs client certificates")
     sv.add_argument("--build-engines", action="store_true",
                     help="build missing or stale FP16 TensorRT plans first (GPU server, --form tensorrt)")
     sv.add_argument("--exit-timeout", type=_positive_int, default=30,

@@ -132,6 +132,10 @@ class ServerConfig:
     admin_key: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     exit_timeout_s: int = 30
     log_verbose: int = 0
+    #: gRPC over TLS: the server's PEM certificate and key (and a root certificate for mutual TLS).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
     extra_args: Sequence[str] = ()
 
     def command(self, install: TritonInstall, backend_dir: Path) -> list[str]:
@@ -156,6 +160,12 @@ class ServerConfig:
         ]
         if self.config_name:
             cmd.append(f"--model-config-name={self.config_name}")
+        if self.tls_cert or self.tls_key:
+            if not (self.tls_cert and self.tls_key):
+                raise ValueError("TLS needs both a certificate and a key")
+            cmd += ["--grpc-use-ssl=true", f"--grpc-server-cert={self.tls_cert}", f"--grpc-server-key={self.tls_key}"]
+            if self.tls_client_ca:
+                cmd += ["--grpc-use-ssl-mutual=true", f"--grpc-root-cert={self.tls_client_ca}"]
         return cmd + list(self.extra_args)
 
     @property
@@ -188,26 +198,35 @@ class TritonServer:
                                         stderr=subprocess.STDOUT if out else None, start_new_session=True)
         return self
 
+    def _ready(self, path: str) -> bool:
+        """GET a readiness endpoint over the loopback HTTP port (plain HTTP whether gRPC uses TLS or not)."""
+        import urllib.error
+        import urllib.request
+
+        host = "127.0.0.1" if self.config.address in ("0.0.0.0", "") else self.config.address
+        try:
+            with urllib.request.urlopen(f"http://{host}:{self.config.http_port}{path}", timeout=5) as r:
+                return r.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def not_ready(self) -> list[str]:
+        """Models that report not ready (a crashed Python stub shows here); ['server'] if unreachable."""
+        if not self._ready("/v2/health/live"):
+            return ["server"]
+        return [m for m in self.models if not self._ready(f"/v2/models/{m}/ready")]
+
     def wait_ready(self, timeout_s: float = 300.0) -> None:
         """Block until the server and every model report ready; raise :class:`ServerError` otherwise."""
-        import tritonclient.grpc as grpcclient
-
         assert self.process is not None
-        client = grpcclient.InferenceServerClient(self.config.grpc_url)
         deadline = time.monotonic() + timeout_s
-        try:
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    raise ServerError(f"tritonserver exited with code {self.process.returncode} while starting"
-                                      + self._log_hint())
-                try:
-                    if client.is_server_ready() and all(client.is_model_ready(m) for m in self.models):
-                        return
-                except Exception:  # not listening yet
-                    pass
-                time.sleep(0.5)
-        finally:
-            client.close()
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ServerError(f"tritonserver exited with code {self.process.returncode} while starting"
+                                  + self._log_hint())
+            if self._ready("/v2/health/ready") and not self.not_ready():
+                return
+            time.sleep(0.5)
         raise ServerError(f"tritonserver not ready after {timeout_s:.0f} s" + self._log_hint())
 
     def _log_hint(self) -> str:
@@ -252,10 +271,13 @@ class TritonServer:
 
 
 def serve(config: ServerConfig, *, models: str | Path | None = None, build_engines: bool = False,
-          echo=print) -> int:
+          echo=print, check_every_s: float = 5.0, max_restarts: int = 5) -> int:
     """Run the server in the foreground until Ctrl-C / SIGTERM; returns its exit code.
 
     ``build_engines``: build missing or stale TensorRT plans first (the GPU server's first start).
+    Triton does not restart a crashed Python stub: every ``check_every_s`` the per-model readiness is
+    polled, and when a model stays not ready (or the server dies) the server is stopped and started
+    again, up to ``max_restarts`` times.
     """
     from s4c.export.repository import export_repository, repository_is_current
 
@@ -269,24 +291,29 @@ def serve(config: ServerConfig, *, models: str | Path | None = None, build_engin
 
         ensure_engines(repo, max_batch=SEGMENTER_MAX_BATCH, log=echo)
     server = TritonServer(config)
-    stopping = {"signal": None}
 
     def on_signal(signum, _frame):
-        stopping["signal"] = signum
         raise KeyboardInterrupt
 
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    restarts = 0
     try:
-        server.start()
-        echo(f"tritonserver {server.install.version}: repository {repo.resolve()}, form "
-             f"{config.config_name or 'cpu (python backend + ONNX Runtime)'}")
-        server.wait_ready()
-        echo(f"ready: {', '.join(server.models)} on grpc {config.grpc_url}, http {config.address}:"
-             f"{config.http_port}, metrics {config.address}:{config.metrics_port}; admin APIs need the "
-             f"'{ADMIN_HEADER}' header (gRPC: '{grpc_admin_header()}'). Ctrl-C stops.")
-        code = server.process.wait()
-        echo(f"tritonserver exited with code {code}")
-        return code or 1
+        while True:
+            server.start()
+            echo(f"tritonserver {server.install.version}: repository {repo.resolve()}, form "
+                 f"{config.config_name or 'cpu (python backend + ONNX Runtime)'}")
+            server.wait_ready()
+            echo(f"ready: {', '.join(server.models)} on grpc {config.grpc_url}, http {config.address}:"
+                 f"{config.http_port}, metrics {config.address}:{config.metrics_port}; admin APIs need the "
+                 f"'{ADMIN_HEADER}' header (gRPC: '{grpc_admin_header()}'). Ctrl-C stops.")
+            failed = _watch(server, check_every_s)
+            if restarts >= max_restarts:
+                echo(f"error: {', '.join(failed)} failed again after {restarts} restarts; giving up")
+                server.stop(timeout_s=10)
+                return 1
+            restarts += 1
+            echo(f"{', '.join(failed)} not ready (crashed?); restarting the server ({restarts}/{max_restarts})")
+            server.stop(timeout_s=10)
     except KeyboardInterrupt:
         echo("stopping (waiting for requests in flight) ...")
         code = server.stop()
@@ -297,5 +324,18 @@ def serve(config: ServerConfig, *, models: str | Path | None = None, build_engin
         echo(f"error: {exc}")
         return 1
     finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+def _watch(server: TritonServer, every_s: float) -> list[str]:
+    """Block while the server and every model are ready; return what failed (two checks in a row)."""
+    misses = 0
+    while True:
+        time.sleep(every_s)
+        if server.process.poll() is not None:
+            return [f"tritonserver (exit code {server.process.returncode})"]
+        failed = server.not_ready()
+        misses = misses + 1 if failed else 0
+        if misses >= 2:
+            return failed
