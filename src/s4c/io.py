@@ -62,15 +62,26 @@ def _check_raw_voxel_size(img, path: Path) -> None:
         raise ValueError(f"{path.name}: header voxel size {zooms.tolist()} (x, y, z) must be finite and > 0")
 
 
-def load_nifti(path: str | Path) -> Volume:
+#: Header shapes above this many voxels are refused before any data is read (2^30: a 1024 x 1024 x 1024
+#: volume), so a corrupt or hostile header cannot make the loader allocate terabytes.
+MAX_NIFTI_VOXELS = 1 << 30
+
+
+def load_nifti(path: str | Path, *, max_voxels: int = MAX_NIFTI_VOXELS) -> Volume:
     """Load a 3-D NIfTI file as a (Z, Y, X) array with ``scl_slope``/``scl_inter`` applied.
 
     The stored dtype is kept when the scaling is the identity; otherwise nibabel returns floats.
-    Raises ``ValueError`` for anything that is not a readable 3-D volume with a usable affine.
+    Raises ``ValueError`` for anything that is not a readable 3-D volume with a usable affine, and for
+    a header that declares more than ``max_voxels`` voxels.
     """
     path = Path(path)
     try:
         img = nib.load(str(path))
+        shape = tuple(int(n) for n in img.shape)
+        if int(np.prod(shape, dtype=np.float64)) > max_voxels:
+            raise ValueError(f"header declares shape {shape}, more than {max_voxels} voxels")
+        if img.get_data_dtype().kind not in "iufb":
+            raise ValueError(f"unsupported voxel type {img.get_data_dtype()}")
         data = np.asanyarray(img.dataobj)
     except FileNotFoundError:
         raise

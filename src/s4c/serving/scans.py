@@ -75,9 +75,24 @@ def to_int16(array: np.ndarray, name: str) -> np.ndarray:
     return array.astype(np.int16)
 
 
+#: Largest angle (radians) between voxel axes and a right angle that still counts as an orthogonal grid.
+SHEAR_TOLERANCE = 1e-3
+
+
+def check_orthogonal(affine: np.ndarray, name: str) -> None:
+    """Refuse sheared grids (e.g. an uncorrected gantry tilt): the pipeline works on orthogonal voxels."""
+    cols = np.asarray(affine, dtype=np.float64)[:3, :3]
+    unit = cols / np.linalg.norm(cols, axis=0)
+    off = np.abs(unit.T @ unit - np.eye(3)).max()
+    if off > SHEAR_TOLERANCE:
+        raise ScanError(f"{name}: the voxel axes are sheared (cosine {off:.3g} between axes); resample the series "
+                        f"to an orthogonal grid first")
+
+
 def canonical(volume: Volume, name: str) -> Scan:
     """Reorient a loaded volume to RAS+ and convert it to int16."""
     affine = volume.affine
+    check_orthogonal(affine, name)
     xyz = volume.array.transpose(2, 1, 0)
     ornt = nib.orientations.io_orientation(affine)
     ras = nib.orientations.axcodes2ornt(("R", "A", "S"))
