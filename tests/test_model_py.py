@@ -57,6 +57,9 @@ class FakeRequest:
     def is_cancelled(self):
         return self.cancelled
 
+    def request_id(self):
+        return ""
+
 
 class FakeBls:
     """InferenceRequest stand-in that answers segmenter calls with an oracle (labels from HU)."""

@@ -14,6 +14,7 @@ from s4c import contract
 from s4c.labels import PHASES
 from s4c.runtime import disable_numpy_hugepage_madvise
 from s4c.serving import triton
+from s4c.serving.drain import InflightTracker
 from s4c.serving.params import ServingParams
 from s4c.serving.service import SEGMENTERS_FILE, PhasePipeline, read_segmenters_file
 
@@ -21,6 +22,7 @@ from s4c.serving.service import SEGMENTERS_FILE, PhasePipeline, read_segmenters_
 class TritonPythonModel:
     def initialize(self, args):
         disable_numpy_hugepage_madvise()
+        self.inflight = InflightTracker()  # lets `s4c serve` drain before shutdown
         params = ServingParams.from_model_config(json.loads(args["model_config"]))
         segmenters = read_segmenters_file(Path(args["model_repository"]) / args["model_version"] / SEGMENTERS_FILE)
         voter_factory = None
@@ -41,8 +43,9 @@ class TritonPythonModel:
             return triton.input_array(pb_utils, request, name)
 
         try:
-            out = await self.pipeline.run(get(contract.CT), get(contract.SPACING), get(contract.PHASE),
-                                          get(contract.AFFINE), should_stop=request.is_cancelled)
+            with self.inflight.track(request.request_id()):
+                out = await self.pipeline.run(get(contract.CT), get(contract.SPACING), get(contract.PHASE),
+                                              get(contract.AFFINE), should_stop=request.is_cancelled)
         except Exception as exc:
             return triton.error_response(pb_utils, exc, contract.PIPELINE_MODEL)
         return pb_utils.InferenceResponse(output_tensors=triton.output_tensors(pb_utils, out.tensors()))

@@ -15,6 +15,7 @@ from s4c import contract
 from s4c.labels import PHASES
 from s4c.runtime import disable_numpy_hugepage_madvise
 from s4c.serving import triton
+from s4c.serving.drain import InflightTracker
 from s4c.serving.params import ServingParams
 from s4c.serving.service import check_dual_inputs, encode_report, fuse_reports
 
@@ -22,6 +23,7 @@ from s4c.serving.service import check_dual_inputs, encode_report, fuse_reports
 class TritonPythonModel:
     def initialize(self, args):
         disable_numpy_hugepage_madvise()
+        self.inflight = InflightTracker()  # lets `s4c serve` drain before shutdown
         self.params = ServingParams.from_model_config(json.loads(args["model_config"]))
         self.phases = {p: triton.bls_pipeline(pb_utils, self.params.pipeline_model, p) for p in PHASES}
 
@@ -31,9 +33,10 @@ class TritonPythonModel:
     async def _respond(self, request):
         names = [name for phase in PHASES for name in contract.DUAL_INPUTS[phase]]
         try:
-            inputs = check_dual_inputs({n: triton.input_array(pb_utils, request, n) for n in names},
-                                       self.params.max_voxels)
-            answers = await asyncio.gather(*(self.phases[p](*inputs[p]) for p in PHASES))
+            with self.inflight.track(request.request_id()):
+                inputs = check_dual_inputs({n: triton.input_array(pb_utils, request, n) for n in names},
+                                           self.params.max_voxels)
+                answers = await asyncio.gather(*(self.phases[p](*inputs[p]) for p in PHASES))
         except Exception as exc:
             return triton.error_response(pb_utils, exc, contract.DUAL_PHASE_MODEL)
         report = fuse_reports({p: a[1] for p, a in zip(PHASES, answers, strict=True)})

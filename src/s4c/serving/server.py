@@ -185,6 +185,8 @@ class TritonServer:
         self.models = tuple(models)
         self.process: subprocess.Popen | None = None
         self._log = None
+        self.run_dir: Path | None = None
+        self.drained: tuple[bool, float] | None = None
 
     def start(self) -> TritonServer:
         backend_dir = backend_directory(self.install)
@@ -194,7 +196,14 @@ class TritonServer:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             self._log = self.log_path.open("ab")
             out = self._log
-        self.process = subprocess.Popen(cmd, env=server_env(self.install), stdout=out,
+        import tempfile
+
+        from s4c.serving.drain import ENV
+
+        self.run_dir = Path(tempfile.mkdtemp(prefix="s4c-run-"))
+        env = server_env(self.install)
+        env[ENV] = str(self.run_dir)
+        self.process = subprocess.Popen(cmd, env=env, stdout=out,
                                         stderr=subprocess.STDOUT if out else None, start_new_session=True)
         return self
 
@@ -209,6 +218,23 @@ class TritonServer:
                 return r.status == 200
         except (urllib.error.URLError, OSError):
             return False
+
+    def stub_pids(self) -> dict[int, str]:
+        """Python-backend stub processes of this server: pid -> model directory name."""
+        if self.process is None:
+            return {}
+        stubs = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                if int(fields[3]) != self.process.pid:  # the stubs are in the server's session
+                    continue
+                argv = (stat.parent / "cmdline").read_bytes().split(b"\0")
+            except (OSError, IndexError, ValueError):
+                continue
+            if argv and argv[0].endswith(b"triton_python_backend_stub") and len(argv) > 1:
+                stubs[int(stat.parent.name)] = Path(argv[1].decode(errors="replace")).parent.parent.name
+        return stubs
 
     def not_ready(self) -> list[str]:
         """Models that report not ready (a crashed Python stub shows here); ['server'] if unreachable."""
@@ -235,11 +261,17 @@ class TritonServer:
         tail = self.log_path.read_text(errors="replace").splitlines()[-15:]
         return f"; last log lines ({self.log_path}):\n" + "\n".join(tail)
 
-    def stop(self, timeout_s: float | None = None) -> int | None:
-        """SIGTERM, wait for Triton's own exit timeout (plus a margin), then SIGKILL the group."""
+    def stop(self, timeout_s: float | None = None, drain: bool = True) -> int | None:
+        """Drain (refuse new requests, let the in-flight ones finish, up to the exit timeout; see
+        :mod:`s4c.serving.drain`), SIGTERM, wait for Triton's own exit timeout plus a margin, then
+        SIGKILL the group."""
         if self.process is None:
             return None
         timeout_s = self.config.exit_timeout_s + 15 if timeout_s is None else timeout_s
+        if drain and self.process.poll() is None and self.run_dir is not None:
+            from s4c.serving.drain import drain as drain_run
+
+            self.drained = drain_run(self.run_dir, self.config.exit_timeout_s)
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -255,6 +287,9 @@ class TritonServer:
         if self._log is not None:
             self._log.close()
             self._log = None
+        if self.run_dir is not None:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+            self.run_dir = None
         return self.process.returncode
 
     def __enter__(self) -> TritonServer:
@@ -309,14 +344,18 @@ def serve(config: ServerConfig, *, models: str | Path | None = None, build_engin
             failed = _watch(server, check_every_s)
             if restarts >= max_restarts:
                 echo(f"error: {', '.join(failed)} failed again after {restarts} restarts; giving up")
-                server.stop(timeout_s=10)
+                server.stop(timeout_s=10, drain=False)
                 return 1
             restarts += 1
             echo(f"{', '.join(failed)} not ready (crashed?); restarting the server ({restarts}/{max_restarts})")
-            server.stop(timeout_s=10)
+            server.stop(timeout_s=10, drain=False)
     except KeyboardInterrupt:
-        echo("stopping (waiting for requests in flight) ...")
+        echo("stopping: new requests are refused, waiting for the ones in flight ...")
         code = server.stop()
+        if server.drained is not None:
+            done, waited = server.drained
+            echo(f"in-flight requests {'finished' if done else 'still running at the exit timeout'} "
+                 f"after {waited:.1f} s")
         echo(f"stopped (exit code {code})")
         return 0
     except ServerError as exc:
@@ -329,12 +368,21 @@ def serve(config: ServerConfig, *, models: str | Path | None = None, build_engin
 
 
 def _watch(server: TritonServer, every_s: float) -> list[str]:
-    """Block while the server and every model are ready; return what failed (two checks in a row)."""
+    """Block while the server, every model and every Python stub are alive; return what failed.
+
+    A dead stub is checked directly: Triton 2.51 answers its requests "Stub process ... is not
+    healthy" but may keep reporting the model ready, and does not start the stub again.
+    """
+    stubs = server.stub_pids()
     misses = 0
     while True:
         time.sleep(every_s)
         if server.process.poll() is not None:
             return [f"tritonserver (exit code {server.process.returncode})"]
+        alive = server.stub_pids()
+        dead = sorted({model for pid, model in stubs.items() if pid not in alive})
+        if dead:
+            return [f"the Python stub of {m}" for m in dead]
         failed = server.not_ready()
         misses = misses + 1 if failed else 0
         if misses >= 2:

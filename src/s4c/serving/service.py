@@ -23,6 +23,7 @@ from s4c.io import affine_from_spacing
 from s4c.labels import PHASES
 from s4c.outputs import phase_report
 from s4c.postprocess import fuse
+from s4c.serving.drain import ServerDraining
 from s4c.serving.inputs import InvalidInput, check_affine_input, check_ct, check_spacing_input, decode_phase
 from s4c.serving.params import ServingParams
 
@@ -36,7 +37,7 @@ class SegmenterError(RuntimeError):
 
 #: Exceptions a request can end with, and the Triton error code each maps to.
 ERROR_CODES = {InvalidInput: "INVALID_ARG", InferenceCancelled: "CANCELLED", BatchTimeout: "UNAVAILABLE",
-               SegmenterError: "UNAVAILABLE"}
+               SegmenterError: "UNAVAILABLE", ServerDraining: "UNAVAILABLE"}
 
 
 def error_code(exc: BaseException) -> str | None:

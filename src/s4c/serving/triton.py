@@ -79,7 +79,10 @@ def bls_pipeline(pb_utils, model_name: str, phase: str) -> Callable:
                   pb_utils.Tensor(contract.PHASE, np.array([phase.encode()], dtype=np.object_))]
         if affine is not None:
             inputs.append(pb_utils.Tensor(contract.AFFINE, np.asarray(affine, np.float64)))
+        from s4c.serving.drain import INTERNAL_PREFIX
+
         request = pb_utils.InferenceRequest(model_name=model_name, inputs=inputs,
+                                            request_id=f"{INTERNAL_PREFIX}{phase}",
                                             requested_output_names=[contract.LABELS, contract.REPORT])
         response = await request.async_exec()
         if response.has_error():
