@@ -8,7 +8,7 @@ DEMO_OUT ?= demo_out
 # The server tests start the real tritonserver (from the nvidia-pytriton wheel) and are part of the default run.
 PYTEST_ARGS ?= -m "not slow and not gpu"
 
-.PHONY: venv demo serve repository test test-all lint bench clean
+.PHONY: venv demo serve repository test test-all lint bench reliability clean
 
 venv: $(STAMP)
 
@@ -44,6 +44,11 @@ test-all: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_core.py
 	$(PY) benchmarks/bench_serving.py
+
+# Load, faults, bad inputs and security defaults against the real server -> benchmarks/results/reliability.json
+# (SOAK=MINUTES for a long run).
+reliability: $(STAMP)
+	$(PY) benchmarks/reliability.py $(if $(SOAK),--soak $(SOAK),)
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .ruff_cache .hypothesis
