@@ -138,9 +138,13 @@ def classify(
     thresholds = {"min_tumor_voxels": min_tumor_voxels, "min_duct_voxels": min_duct_voxels,
                   "keep_ratio": float(keep_ratio), "keep_distance": float(keep_distance)}
 
-    cc, n = label_components(labels)
-    if n == 0:
+    # Everything happens inside the pancreas set's bounding box: on a clinical grid it is a small part
+    # of the volume, and cc3d's uint32 component ids would otherwise cost 4 bytes per input voxel.
+    crop = _foreground_box(labels)
+    if crop is None:
         return Decision(False, 0, 0, labels.copy(), (), 0, 0, 0, thresholds)
+    sub = np.ascontiguousarray(labels[crop])
+    cc, n = label_components(sub)
 
     stats = component_stats(cc, n)
     counts = stats.counts
@@ -152,7 +156,7 @@ def classify(
     keep[cmax] = True
 
     # Only components whose box comes within keep_distance of C_max's box can be close to it.
-    near = _grow(boxes[cmax], math.ceil(keep_distance), labels.shape)
+    near = _grow(boxes[cmax], math.ceil(keep_distance), sub.shape)
     candidates = [i for i in range(1, n + 1) if not keep[i] and _overlaps(boxes[i], near)]
     if candidates:
         keep[_close_components(cc, boxes, cmax, candidates, keep_distance)] = True
@@ -160,27 +164,39 @@ def classify(
     kept_ids = np.flatnonzero(keep)
     removed = np.flatnonzero(~keep[1:]) + 1
     filtered = labels.copy()
+    fsub = filtered[crop]  # a view: edits land in the output
     if len(removed):
-        if sum(_box_volume(boxes[i]) for i in removed) < labels.size:
+        if sum(_box_volume(boxes[i]) for i in removed) < sub.size:
             for i in removed:
-                region = filtered[boxes[i]]
+                region = fsub[boxes[i]]
                 region[cc[boxes[i]] == i] = 0
         else:
-            filtered[~keep[cc]] = 0
+            fsub[~keep[cc]] = 0
 
     # Everything kept lies inside the union of the kept components' boxes.
     box = _union([boxes[i] for i in kept_ids])
-    kept = filtered[box]
-    hist = label_histogram(kept)
+    kept = fsub[box]
+    hist = label_histogram(np.ascontiguousarray(kept))
     tumor_voxels = int(hist[TUMOR])
     duct_voxels = int(hist[DUCT])
-    tumors = _tumor_components(kept == TUMOR, box, voxel_ml) if tumor_voxels else ()
+    full_box = tuple(slice(c.start + b.start, c.start + b.stop) for c, b in zip(crop, box, strict=True))
+    tumors = _tumor_components(kept == TUMOR, full_box, voxel_ml) if tumor_voxels else ()
     abnormal = tumor_voxels >= min_tumor_voxels or duct_voxels >= min_duct_voxels
     return Decision(
         abnormal=bool(abnormal), tumor_voxels=tumor_voxels, duct_voxels=duct_voxels, labels=filtered,
         tumors=tumors, pancreas_voxels=int(counts[kept_ids].sum()), components=int(n),
         components_kept=len(kept_ids), thresholds=thresholds,
     )
+
+
+def _foreground_box(labels: np.ndarray) -> tuple[slice, slice, slice] | None:
+    """Bounding box (slices) of the nonzero voxels, or None; per-axis maxima, no full-size temporaries."""
+    zs = np.flatnonzero(labels.max(axis=(1, 2)))
+    if len(zs) == 0:
+        return None
+    ys = np.flatnonzero(labels.max(axis=(0, 2)))
+    xs = np.flatnonzero(labels.max(axis=(0, 1)))
+    return slice(zs[0], zs[-1] + 1), slice(ys[0], ys[-1] + 1), slice(xs[0], xs[-1] + 1)
 
 
 def _surface_points(cc: np.ndarray, box: tuple[slice, ...], label: int) -> np.ndarray:

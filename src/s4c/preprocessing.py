@@ -75,34 +75,49 @@ def _source_coords(n_out: int, n_in: int, s_out: float, s_in: float) -> np.ndarr
     return (np.arange(n_out, dtype=np.float64) + 0.5) * (s_out / s_in) - 0.5
 
 
+def _resample_axis(data: np.ndarray, axis: int, n_out: int, s_in: float, s_out: float) -> np.ndarray:
+    """Linear interpolation of float32 ``data`` along ``axis`` onto ``n_out`` voxel-centred samples."""
+    n_in = data.shape[axis]
+    coords = np.clip(_source_coords(n_out, n_in, s_out, s_in), 0, n_in - 1)
+    lo = np.floor(coords).astype(np.int64)
+    hi = np.minimum(lo + 1, n_in - 1)
+    bshape = [1, 1, 1]
+    bshape[axis] = n_out
+    w = (coords - lo).astype(np.float32).reshape(bshape)
+    a = np.take(data, lo, axis=axis)
+    b = np.take(data, hi, axis=axis)
+    b -= a
+    b *= w
+    a += b
+    return a
+
+
+#: Z slices converted to float32 at a time: bounds the working memory of a clinical-size resample.
+_RESAMPLE_SLAB = 16
+
+
 def resample_image(image: np.ndarray, spacing: Sequence[float], target: Sequence[float]) -> np.ndarray:
     """Resample a (Z, Y, X) image to ``target`` spacing with separable linear interpolation.
 
     Returns float32 of shape :func:`resampled_shape`; edge voxels are extended (no fade to zero).
+    Y and X are resampled slab by slab of Z (the input is never converted to float32 as a whole), Z
+    last on the in-plane result, so the extra memory is about the output's plus one slab's.
     """
     check_volume(image, "image")
     s = check_spacing(spacing)
     t = check_spacing(target, "target spacing")
     shape = resampled_shape(image.shape, s, t)
-    out = image.astype(np.float32, copy=False)
-    for axis in range(3):
-        n_in, n_out = out.shape[axis], shape[axis]
-        if n_in == n_out and abs(s[axis] - t[axis]) <= SPACING_TOLERANCE * t[axis]:
-            continue
-        coords = np.clip(_source_coords(n_out, n_in, t[axis], s[axis]), 0, n_in - 1)
-        lo = np.floor(coords).astype(np.int64)
-        hi = np.minimum(lo + 1, n_in - 1)
-        w = (coords - lo).astype(np.float32)
-        bshape = [1, 1, 1]
-        bshape[axis] = n_out
-        w = w.reshape(bshape)
-        a = np.take(out, lo, axis=axis)
-        b = np.take(out, hi, axis=axis)
-        b -= a
-        b *= w
-        a += b
-        out = a
-    return out
+    same = [image.shape[a] == shape[a] and abs(s[a] - t[a]) <= SPACING_TOLERANCE * t[a] for a in range(3)]
+    inplane = np.empty((image.shape[0], shape[1], shape[2]), dtype=np.float32)
+    for z0 in range(0, image.shape[0], _RESAMPLE_SLAB):
+        slab = image[z0 : z0 + _RESAMPLE_SLAB].astype(np.float32)
+        for axis in (1, 2):
+            if not same[axis]:
+                slab = _resample_axis(slab, axis, shape[axis], s[axis], t[axis])
+        inplane[z0 : z0 + _RESAMPLE_SLAB] = slab
+    if same[0]:
+        return inplane
+    return _resample_axis(inplane, 0, shape[0], s[0], t[0])
 
 
 def labels_to_grid(labels: np.ndarray, labels_spacing: Sequence[float], shape: Sequence[int],
