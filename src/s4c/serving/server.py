@@ -334,20 +334,23 @@ def serve(config: ServerConfig, *, models: str | Path | None = None, build_engin
     restarts = 0
     try:
         while True:
-            server.start()
-            echo(f"tritonserver {server.install.version}: repository {repo.resolve()}, form "
-                 f"{config.config_name or 'cpu (python backend + ONNX Runtime)'}")
-            server.wait_ready()
-            echo(f"ready: {', '.join(server.models)} on grpc {config.grpc_url}, http {config.address}:"
-                 f"{config.http_port}, metrics {config.address}:{config.metrics_port}; admin APIs need the "
-                 f"'{ADMIN_HEADER}' header (gRPC: '{grpc_admin_header()}'). Ctrl-C stops.")
-            failed = _watch(server, check_every_s)
+            try:
+                server.start()
+                echo(f"tritonserver {server.install.version}: repository {repo.resolve()}, form "
+                     f"{config.config_name or 'cpu (python backend + ONNX Runtime)'}")
+                server.wait_ready()
+                echo(f"ready: {', '.join(server.models)} on grpc {config.grpc_url}, http {config.address}:"
+                     f"{config.http_port}, metrics {config.address}:{config.metrics_port}; admin APIs need the "
+                     f"'{ADMIN_HEADER}' header (gRPC: '{grpc_admin_header()}'). Ctrl-C stops.")
+                failed = _watch(server, check_every_s)
+            except ServerError as exc:  # a start that failed counts as one more failure, not the end
+                failed = [str(exc).splitlines()[0]]
             if restarts >= max_restarts:
-                echo(f"error: {', '.join(failed)} failed again after {restarts} restarts; giving up")
+                echo(f"error: {'; '.join(failed)}, again after {restarts} restarts; giving up")
                 server.stop(timeout_s=10, drain=False)
                 return 1
             restarts += 1
-            echo(f"{', '.join(failed)} not ready (crashed?); restarting the server ({restarts}/{max_restarts})")
+            echo(f"{'; '.join(failed)}: restarting the server ({restarts}/{max_restarts})")
             server.stop(timeout_s=10, drain=False)
     except KeyboardInterrupt:
         echo("stopping: new requests are refused, waiting for the ones in flight ...")
@@ -358,10 +361,6 @@ def serve(config: ServerConfig, *, models: str | Path | None = None, build_engin
                  f"after {waited:.1f} s")
         echo(f"stopped (exit code {code})")
         return 0
-    except ServerError as exc:
-        server.stop()
-        echo(f"error: {exc}")
-        return 1
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
@@ -378,12 +377,12 @@ def _watch(server: TritonServer, every_s: float) -> list[str]:
     while True:
         time.sleep(every_s)
         if server.process.poll() is not None:
-            return [f"tritonserver (exit code {server.process.returncode})"]
+            return [f"tritonserver exited (code {server.process.returncode})"]
         alive = server.stub_pids()
         dead = sorted({model for pid, model in stubs.items() if pid not in alive})
         if dead:
-            return [f"the Python stub of {m}" for m in dead]
+            return [f"the Python stub of {m} died" for m in dead]
         failed = server.not_ready()
         misses = misses + 1 if failed else 0
         if misses >= 2:
-            return failed
+            return [f"{m} not ready" for m in failed]
