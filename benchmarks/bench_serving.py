@@ -314,22 +314,26 @@ def main() -> None:
         result["overhead"] = {"shape_zyx": list(big), "end_to_end_s": e2e, "ort_only_s": round(ort_s, 3),
                               "patches": n_patches(big)}
 
-        # Latency and throughput at concurrency 1..4.
-        conc = []
-        ct_c = vols[conc_shape][0]
-        for k in (1, 2, 3, 4):
-            def worker(_):
-                return [infer_once(grpcclient.InferenceServerClient(cfg.grpc_url), grpcclient, ct_c)[0]
-                        for _ in range(conc_requests)]
+        # Latency and throughput at concurrency 1..4, on two volume sizes.
+        conc_sizes = [(conc_shape, conc_requests), (sizes[2], 1 if args.quick else 2)]
+        result["concurrency"] = []
+        for shape, per_client in conc_sizes:
+            ct_c = vols[shape][0]
+            points = []
+            for k in (1, 2, 3, 4):
+                def worker(_, ct_c=ct_c, per_client=per_client):
+                    return [infer_once(grpcclient.InferenceServerClient(cfg.grpc_url), grpcclient, ct_c)[0]
+                            for _ in range(per_client)]
 
-            t0 = time.perf_counter()
-            with ThreadPoolExecutor(k) as pool:
-                lat = [x for xs in pool.map(worker, range(k)) for x in xs]
-            wall = time.perf_counter() - t0
-            conc.append({"concurrency": k, "requests": len(lat), "p50_s": round(float(np.percentile(lat, 50)), 3),
-                         "p95_s": round(float(np.percentile(lat, 95)), 3),
-                         "volumes_per_min": round(60 * len(lat) / wall, 2)})
-        result["concurrency"] = {"shape_zyx": list(conc_shape), "points": conc}
+                t0 = time.perf_counter()
+                with ThreadPoolExecutor(k) as pool:
+                    lat = [x for xs in pool.map(worker, range(k)) for x in xs]
+                wall = time.perf_counter() - t0
+                points.append({"concurrency": k, "requests": len(lat),
+                               "p50_s": round(float(np.percentile(lat, 50)), 3),
+                               "p95_s": round(float(np.percentile(lat, 95)), 3),
+                               "volumes_per_min": round(60 * len(lat) / wall, 2)})
+            result["concurrency"].append({"shape_zyx": list(shape), "patches": n_patches(shape), "points": points})
 
         if not args.no_perf_analyzer:
             pa_vols = {"venous": vols[(64, 96, 96)][0], "arterial": vols[(64, 96, 96)][1]}

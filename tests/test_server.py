@@ -280,3 +280,28 @@ def test_tls_between_client_and_server(triton, tmp_path):
         assert ok.returncode == 0, ok.stderr
         plain = subprocess.run([*base, "--out", str(tmp_path / "plain")], capture_output=True, text=True, timeout=300)
         assert plain.returncode == 3, plain.stdout + plain.stderr
+
+
+def test_client_cohort_mode(triton, tmp_path):
+    """--manifest with --concurrency: one folder per case and a summary table; a broken case is a row
+    with its error, not the end of the run."""
+    import csv
+
+    cohort = tmp_path / "cohort"
+    res = subprocess.run([sys.executable, "-m", "s4c.cli", "phantom", "--out", str(cohort), "--normal", "1",
+                          "--abnormal", "1", "--seed", "4", "--shape", "48", "64", "64"], capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    rows = list(csv.DictReader((cohort / "manifest.csv").open()))
+    broken = cohort / rows[1]["venous"]
+    broken.write_bytes(broken.read_bytes()[:50])
+    out = tmp_path / "out"
+    res = subprocess.run([sys.executable, "-m", "s4c.cli", "infer", "--url", triton.config.grpc_url, "--manifest",
+                          str(cohort / "manifest.csv"), "--concurrency", "2", "--out", str(out), "--no-progress"],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 1, res.stdout + res.stderr  # one case failed
+    summary = list(csv.DictReader((out / "summary.csv").open()))
+    assert [r["case_id"] for r in summary] == [r["case_id"] for r in rows]
+    assert summary[0]["status"] == "ok" and summary[1]["status"] == "error" and "cannot read" in summary[1]["error"]
+    assert (out / rows[0]["case_id"] / "arterial_labels.nii.gz").exists()
+    assert (out / rows[0]["case_id"] / "report.json").exists()
