@@ -39,13 +39,13 @@ import numpy as np
 
 from s4c import contract
 from s4c.data.phantom import generate_case
-from s4c.demo import _free_ports
 from s4c.export.repository import export_repository, repository_is_current
 from s4c.inference.predictor import OnnxPredictor
 from s4c.inference.sliding_window import sliding_window_inference
 from s4c.inference.tiling import extract_patches, pad_to_window, padded_shape, window_origins
 from s4c.runtime import disable_numpy_hugepage_madvise
-from s4c.serving.server import ServerConfig, TritonServer
+from s4c.serving.client import make_inputs
+from s4c.serving.server import ServerConfig, TritonServer, free_ports, session_processes
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -60,13 +60,10 @@ def session_rss_bytes(sid: int) -> int:
     PSS, not RSS: the server and each stub map the same /dev/shm tensor pool, and summed RSS would
     count those shared pages once per process."""
     total = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for pid in session_processes(sid):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[3]) != sid:  # field 6 of stat: session id
-                continue
-            rollup = (stat.parent / "smaps_rollup").read_text()
-        except (OSError, IndexError, ValueError):
+            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:  # the process ended since it was listed
             continue
         for line in rollup.splitlines():
             if line.startswith("Pss:"):
@@ -105,13 +102,9 @@ def n_patches(shape) -> int:
     return len(window_origins(padded_shape(shape, 64), 64, 20))
 
 
-def infer_once(client, grpcclient, ct: np.ndarray, phase: str = "venous", spacing=SPACING) -> tuple[float, dict]:
-    inputs = []
-    for name, arr, dtype in ((contract.CT, ct, "INT16"), (contract.SPACING, np.asarray(spacing, np.float32), "FP32"),
-                             (contract.PHASE, np.array([phase.encode()], dtype=np.object_), "BYTES")):
-        t = grpcclient.InferInput(name, list(arr.shape), dtype)
-        t.set_data_from_numpy(arr)
-        inputs.append(t)
+def infer_once(client, ct: np.ndarray, phase: str = "venous", spacing=SPACING) -> tuple[float, dict]:
+    inputs = make_inputs({contract.CT: (ct, "INT16"), contract.SPACING: (np.asarray(spacing, np.float32), "FP32"),
+                          contract.PHASE: (np.array([phase.encode()], dtype=np.object_), "BYTES")})
     t0 = time.perf_counter()
     r = client.infer(contract.PIPELINE_MODEL, inputs, client_timeout=3600)
     seconds = time.perf_counter() - t0
@@ -249,7 +242,7 @@ def main() -> None:
     if not args.quick:
         sizes.append((96, 256, 256))
     conc_shape, conc_requests = (64, 96, 96), (2 if args.quick else 4)
-    grpc, http, metrics = _free_ports(3)
+    grpc, http, metrics = free_ports(3)
     cfg = ServerConfig(repo, grpc_port=grpc, http_port=http, metrics_port=metrics)
     result: dict = {"command": "python benchmarks/bench_serving.py" + (" --quick" if args.quick else ""),
                     "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
@@ -265,9 +258,9 @@ def main() -> None:
         client = grpcclient.InferenceServerClient(cfg.grpc_url)
         # Warm-up, so that "idle" is a warm server: JIT kernels in both s4c instances, and ONNX Runtime's
         # arena at the largest batch dynamic batching forms (two in-flight batches of 8 merge into 16).
-        infer_once(client, grpcclient, vols[sizes[-1]][0])
+        infer_once(client, vols[sizes[-1]][0])
         with ThreadPoolExecutor(2) as pool:
-            list(pool.map(lambda ct: infer_once(grpcclient.InferenceServerClient(cfg.grpc_url), grpcclient, ct),
+            list(pool.map(lambda ct: infer_once(grpcclient.InferenceServerClient(cfg.grpc_url), ct),
                           [vols[sizes[1]][0]] * 2))
         idle = session_rss_bytes(sid)
 
@@ -276,7 +269,7 @@ def main() -> None:
         scaling = []
         for s in sizes:
             ct = vols[s][0]
-            seconds, report = infer_once(client, grpcclient, ct)
+            seconds, report = infer_once(client, ct)
             scaling.append({"shape_zyx": list(s), "patches": n_patches(s), "seconds": round(seconds, 3),
                             "server_total_s": report["timings_s"]["total_s"], "ct_mb": round(ct.nbytes / 2**20, 2)})
         result["scaling"] = {"points": scaling, **linear_fit([p["patches"] for p in scaling],
@@ -295,7 +288,7 @@ def main() -> None:
                                  case_id="clinical").venous.astype(np.int16)
         idle = session_rss_bytes(sid)
         with PeakSampler(sid) as sampler:
-            c_seconds, c_report = infer_once(client, grpcclient, clinical, spacing=clinical_spacing)
+            c_seconds, c_report = infer_once(client, clinical, spacing=clinical_spacing)
         result["peak_memory_ratio"] = round((sampler.peak - idle) / clinical.nbytes, 3)
         result["peak_memory"] = {"idle_mb": round(idle / 2**20, 1), "shape_zyx": list(clinical_shape),
                                  "spacing_zyx_mm": list(clinical_spacing), "ct_mb": round(clinical.nbytes / 2**20, 1),
@@ -322,7 +315,7 @@ def main() -> None:
             points = []
             for k in (1, 2, 3, 4):
                 def worker(_, ct_c=ct_c, per_client=per_client):
-                    return [infer_once(grpcclient.InferenceServerClient(cfg.grpc_url), grpcclient, ct_c)[0]
+                    return [infer_once(grpcclient.InferenceServerClient(cfg.grpc_url), ct_c)[0]
                             for _ in range(per_client)]
 
                 t0 = time.perf_counter()

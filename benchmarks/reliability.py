@@ -43,10 +43,10 @@ from bad_inputs import write_corpus  # noqa: E402
 from bench_serving import session_rss_bytes  # noqa: E402
 from s4c import contract  # noqa: E402
 from s4c.data.phantom import generate_case  # noqa: E402
-from s4c.demo import _free_ports  # noqa: E402
 from s4c.export.repository import export_repository  # noqa: E402
 from s4c.io import load_nifti, save_nifti  # noqa: E402
-from s4c.serving.server import grpc_admin_header  # noqa: E402
+from s4c.serving.client import make_inputs  # noqa: E402
+from s4c.serving.server import free_ports, grpc_admin_header, stub_models  # noqa: E402
 
 HANG_SEGMENTER = '''
 import time
@@ -80,7 +80,7 @@ class Suite:
         self.proc: subprocess.Popen | None = None
         self.log = work / "serve.log"
         self.key = "reliability-admin-key"
-        self.grpc, self.http, self.metrics = _free_ports(3)
+        self.grpc, self.http, self.metrics = free_ports(3)
         self.url = f"127.0.0.1:{self.grpc}"
 
     # --- server -----------------------------------------------------------------------------------
@@ -154,37 +154,33 @@ class Suite:
     def server_sid(self) -> int:
         return self.tritonserver_pid() or self.proc.pid
 
-    def stub_pids(self, model: str) -> list[int]:
-        pids = []
-        for cmd in Path("/proc").glob("[0-9]*/cmdline"):
-            try:
-                argv = cmd.read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if argv and argv[0].endswith(b"triton_python_backend_stub") and any(
-                    a.endswith(f"/{model}/1/model.py".encode()) for a in argv):
-                pids.append(int(cmd.parent.name))
-        return pids
+    def stub_pids(self, model: str, sid: int | None = None) -> list[int]:
+        """Stub processes of ``model`` in the session ``sid`` (default: the running tritonserver's)."""
+        sid = sid if sid is not None else self.tritonserver_pid()
+        return [] if sid is None else [pid for pid, m in stub_models(sid).items() if m == model]
 
     # --- requests ---------------------------------------------------------------------------------
     def dual_inputs(self, a: np.ndarray, v: np.ndarray, sp=(2.5, 2.5, 2.5)):
-        inputs = []
-        for name, arr, dtype in (("ARTERIAL", a, "INT16"), ("VENOUS", v, "INT16"),
-                                 ("ARTERIAL_SPACING", np.asarray(sp, np.float32), "FP32"),
-                                 ("VENOUS_SPACING", np.asarray(sp, np.float32), "FP32")):
-            t = self.g.InferInput(name, list(arr.shape), dtype)
-            t.set_data_from_numpy(arr)
-            inputs.append(t)
-        return inputs
+        spacing = (np.asarray(sp, np.float32), "FP32")
+        return make_inputs({"ARTERIAL": (a, "INT16"), "VENOUS": (v, "INT16"), "ARTERIAL_SPACING": spacing,
+                            "VENOUS_SPACING": spacing})
 
     def phase_inputs(self, ct: np.ndarray, sp=(2.5, 2.5, 2.5)):
-        out = []
-        for name, arr, dtype in (("CT", ct, "INT16"), ("SPACING", np.asarray(sp, np.float32), "FP32"),
-                                 ("PHASE", np.array([b"venous"], dtype=np.object_), "BYTES")):
-            t = self.g.InferInput(name, list(arr.shape), dtype)
-            t.set_data_from_numpy(arr)
-            out.append(t)
-        return out
+        return make_inputs({"CT": (ct, "INT16"), "SPACING": (np.asarray(sp, np.float32), "FP32"),
+                            "PHASE": (np.array([b"venous"], dtype=np.object_), "BYTES")})
+
+    def attempt(self, model: str, ct: np.ndarray, timeout: float) -> tuple[str, float]:
+        """One single-phase request on its own connection: ('ok' or 'STATUS: message', seconds)."""
+        c = self.g.InferenceServerClient(self.url)
+        t = time.perf_counter()
+        try:
+            c.infer(model, self.phase_inputs(ct), client_timeout=timeout)
+            outcome = "ok"
+        except Exception as exc:
+            outcome = f"{exc.status()}: {exc.message()}"[:200]
+        finally:
+            c.close()
+        return outcome, time.perf_counter() - t
 
     def answer_bytes(self, result) -> bytes:
         report = json.loads(result.as_numpy(contract.REPORT)[0])
@@ -194,15 +190,7 @@ class Suite:
             json.dumps(report, sort_keys=True).encode()
 
     def good_request(self, ct: np.ndarray | None = None, timeout: float = 120) -> bool:
-        ct = self.small if ct is None else ct
-        c = self.g.InferenceServerClient(self.url)
-        try:
-            c.infer("s4c", self.phase_inputs(ct), client_timeout=timeout)
-            return True
-        except Exception:
-            return False
-        finally:
-            c.close()
+        return self.attempt("s4c", self.small if ct is None else ct, timeout)[0] == "ok"
 
     # --- 1. load ----------------------------------------------------------------------------------
     def load(self, clients: int, per_client: int, soak_minutes: float | None) -> dict:
@@ -272,48 +260,22 @@ class Suite:
 
     # --- 2. faults --------------------------------------------------------------------------------
     def fault_hanging_batch(self) -> dict:
-        c = self.g.InferenceServerClient(self.url)
-        t = time.perf_counter()
-        result = {}
-
-        def hang():
-            try:
-                c.infer("s4c_hang", self.phase_inputs(self.small), client_timeout=60)
-                result["hang"] = "no error"
-            except Exception as exc:
-                result["hang"] = f"{exc.status()}: {exc.message()}"[:200]
-            result["hang_s"] = time.perf_counter() - t
-
-        th = threading.Thread(target=hang)
-        th.start()
-        others_ok = self.good_request()  # served while the other request's batch hangs
-        th.join()
-        failed_by_watchdog = "took longer than 3" in result.get("hang", "")
+        with ThreadPoolExecutor(1) as pool:
+            hang = pool.submit(self.attempt, "s4c_hang", self.small, 60)
+            others_ok = self.good_request()  # served while the other request's batch hangs
+            outcome, seconds = hang.result()
+        failed_by_watchdog = "took longer than 3" in outcome
         ok = self.good_request()
         return {"name": "batch hangs (watchdog)", "recovered": bool(failed_by_watchdog and others_ok and ok),
-                "seconds": round(result["hang_s"], 2), "error": result.get("hang"), "others_served": others_ok}
+                "seconds": round(seconds, 2), "error": outcome, "others_served": others_ok}
 
     def fault_queue_full(self) -> dict:
-        results: list[tuple[str, float]] = []
-        lock = threading.Lock()
-
-        def send():
-            c = self.g.InferenceServerClient(self.url)
-            t = time.perf_counter()
-            try:
-                c.infer("s4c_hang", self.phase_inputs(self.small), client_timeout=60)
-                out = "ok"
-            except Exception as exc:
-                out = f"{exc.status()}: {exc.message()}"
-            with lock:
-                results.append((out, time.perf_counter() - t))
-
-        threads = [threading.Thread(target=send) for _ in range(4)]
-        for th in threads:
-            th.start()
-            time.sleep(0.3)
-        for th in threads:
-            th.join()
+        futures = []
+        with ThreadPoolExecutor(4) as pool:
+            for _ in range(4):
+                futures.append(pool.submit(self.attempt, "s4c_hang", self.small, 60))
+                time.sleep(0.3)
+            results = [f.result() for f in futures]
         rejected = [(o, s) for o, s in results if "queue" in o.lower() or "REJECT" in o.upper()]
         ok = self.good_request()
         return {"name": "queue full (max_queue_size 1)", "recovered": bool(rejected and ok),
@@ -335,26 +297,14 @@ class Suite:
                 "seconds": round(time.perf_counter() - t, 2)}
 
     def fault_stub_killed(self) -> dict:
-        c = self.g.InferenceServerClient(self.url)
-        err: dict = {}
-
-        def request():
-            t = time.perf_counter()
-            try:
-                c.infer("s4c", self.phase_inputs(self.big), client_timeout=120)
-                err["outcome"] = "no error"
-            except Exception as exc:
-                err["outcome"] = f"{exc.status()}: {exc.message()}"[:200]
-            err["seconds"] = time.perf_counter() - t
-
-        th = threading.Thread(target=request)
-        th.start()
-        time.sleep(1.5)
-        killed = self.stub_pids("s4c")
-        for pid in killed:
-            os.kill(pid, signal.SIGKILL)
-        t_kill = time.perf_counter()
-        th.join(130)
+        with ThreadPoolExecutor(1) as pool:
+            request = pool.submit(self.attempt, "s4c", self.big, 120)
+            time.sleep(1.5)
+            killed = self.stub_pids("s4c")
+            for pid in killed:
+                os.kill(pid, signal.SIGKILL)
+            t_kill = time.perf_counter()
+            outcome, seconds = request.result(130)
         not_ready_seen = False
         while time.perf_counter() - t_kill < 6:  # before s4c serve's supervisor restarts the server
             if not self.ready("s4c"):
@@ -370,10 +320,9 @@ class Suite:
         recover = time.perf_counter() - t_kill
         # Triton 2.51 answers "stub not healthy" and may keep the model ready; s4c serve sees the dead
         # stub and restarts the server. What must hold: an error instead of a hang, then service again.
-        return {"name": "Python stub killed mid-request", "recovered": bool(ok and err.get("outcome") != "no error"
-                                                                            and err["seconds"] < 120),
-                "seconds": round(time.perf_counter() - t_kill, 2), "client_error_after_s": round(err["seconds"], 2),
-                "client_error": err.get("outcome"), "readiness_went_false": not_ready_seen,
+        return {"name": "Python stub killed mid-request", "recovered": bool(ok and outcome != "ok" and seconds < 120),
+                "seconds": round(time.perf_counter() - t_kill, 2), "client_error_after_s": round(seconds, 2),
+                "client_error": outcome, "readiness_went_false": not_ready_seen,
                 "stubs_killed": len(killed), "restart_wait_s": round(recover, 2)}
 
     def fault_server_killed(self) -> dict:
@@ -390,37 +339,21 @@ class Suite:
                 "seconds": round(recover, 2), "new_pid": self.tritonserver_pid()}
 
     def fault_sigterm(self) -> dict:
-        outcomes: list[str] = []
-
-        def inflight():
-            c = self.g.InferenceServerClient(self.url)
-            try:
-                c.infer("s4c", self.phase_inputs(self.mid), client_timeout=120)
-                outcomes.append("ok")
-            except Exception as exc:
-                outcomes.append(f"error {exc.status()}")
-
-        threads = [threading.Thread(target=inflight) for _ in range(2)]
-        for th in threads:
-            th.start()
-        time.sleep(1.0)
-        t = time.perf_counter()
-        os.kill(self.proc.pid, signal.SIGTERM)
-        time.sleep(1.0)
-        c = self.g.InferenceServerClient(self.url)
-        try:
-            c.infer("s4c", self.phase_inputs(self.small), client_timeout=30)
-            new_refused = False
-        except Exception:
-            new_refused = True
-        for th in threads:
-            th.join()
+        sid = self.tritonserver_pid()  # its stubs keep this session id, so leftovers can be found after exit
+        with ThreadPoolExecutor(2) as pool:
+            inflight = [pool.submit(self.attempt, "s4c", self.mid, 120) for _ in range(2)]
+            time.sleep(1.0)
+            t = time.perf_counter()
+            os.kill(self.proc.pid, signal.SIGTERM)
+            time.sleep(1.0)
+            new_refused = self.attempt("s4c", self.small, 30)[0] != "ok"
+            outcomes = [f.result()[0] for f in inflight]
         try:
             code = self.proc.wait(60)
         except subprocess.TimeoutExpired:
             code = None
         exit_s = time.perf_counter() - t
-        leftover = [p for p in self.stub_pids("s4c") + self.stub_pids("s4c_dual_phase")]
+        leftover = self.stub_pids("s4c", sid) + self.stub_pids("s4c_dual_phase", sid)
         return {"name": "SIGTERM with requests in flight", "recovered": bool(outcomes == ["ok", "ok"] and new_refused
                                                                              and code == 0 and not leftover),
                 "seconds": round(exit_s, 2), "in_flight": outcomes, "new_request_refused": new_refused,
@@ -441,13 +374,8 @@ class Suite:
                 msg = res.stderr.strip().splitlines()[-1] if res.stderr.strip() else ""
             else:
                 c = self.g.InferenceServerClient(self.url)
-                inputs = []
-                for name, (arr, dtype) in item.tensors.items():
-                    t = self.g.InferInput(name, list(arr.shape), dtype)
-                    t.set_data_from_numpy(arr)
-                    inputs.append(t)
                 try:
-                    c.infer(item.model, inputs, client_timeout=60)
+                    c.infer(item.model, make_inputs(item.tensors), client_timeout=60)
                     ok, msg = False, "accepted"
                 except Exception as exc:
                     msg = f"{exc.status()}: {exc.message()}"

@@ -32,10 +32,9 @@ def triton(tmp_path_factory):
     (so the over-limit test sends megabytes, not gigabytes)."""
     import shutil
 
-    from s4c.demo import _free_ports
     from s4c.export.repository import export_repository
     from s4c.serving.params import DEFAULT_MAX_VOXELS
-    from s4c.serving.server import ServerConfig, TritonServer
+    from s4c.serving.server import ServerConfig, TritonServer, free_ports
 
     root = tmp_path_factory.mktemp("triton")
     repo = root / "model_repository"
@@ -47,7 +46,7 @@ def triton(tmp_path_factory):
         text = cfg.read_text()
         assert 'key: "max_voxels"' in text
         cfg.write_text(text.replace(f'string_value: "{DEFAULT_MAX_VOXELS}"', f'string_value: "{SERVER_MAX_VOXELS}"'))
-    grpc, http, metrics = _free_ports(3)
+    grpc, http, metrics = free_ports(3)
     config = ServerConfig(repo, grpc_port=grpc, http_port=http, metrics_port=metrics)
     server = TritonServer(config, log_path=root / "tritonserver.log")
     server.start()

@@ -108,10 +108,10 @@ def test_infer_cli_bad_scan_exits_2(tmp_path, capsys):
 
 
 def test_infer_cli_unreachable_server_exits_3(tmp_path, capsys):
-    from s4c.demo import _free_ports
+    from s4c.serving.server import free_ports
 
     path = save_nifti(tmp_path / "ct.nii.gz", np.zeros((8, 8, 8), np.int16), np.eye(4))
-    (port,) = _free_ports(1)
+    (port,) = free_ports(1)
     code = main(["infer", "--url", f"127.0.0.1:{port}", "--ct", str(path), "--phase", "venous", "--retries", "1",
                  "--timeout", "10", "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err

@@ -264,11 +264,10 @@ def _self_signed(tmp_path):
 
 
 def test_tls_between_client_and_server(triton, tmp_path):
-    from s4c.demo import _free_ports
-    from s4c.serving.server import ServerConfig, TritonServer
+    from s4c.serving.server import ServerConfig, TritonServer, free_ports
 
     ca, cert, key = _self_signed(tmp_path)
-    grpc, http, metrics = _free_ports(3)
+    grpc, http, metrics = free_ports(3)
     cfg = ServerConfig(triton.config.repository, grpc_port=grpc, http_port=http, metrics_port=metrics,
                        tls_cert=cert, tls_key=key)
     ct = save_nifti(tmp_path / "ct.nii.gz", np.full((48, 64, 64), -100, np.int16), np.diag([2.5, 2.5, 2.5, 1.0]))

@@ -6,6 +6,7 @@ A checkpoint is a ``torch.save`` dict: ``format`` (version of this layout), ``sp
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -52,6 +53,15 @@ class ModelSpec:
         if d.get("spacing") is not None:
             d["spacing"] = tuple(d["spacing"])
         return cls(**d)
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MB chunks (checkpoints, ONNX graphs and engines identify themselves by it)."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def git_revision(root: Path | None = None) -> str:

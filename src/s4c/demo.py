@@ -34,19 +34,6 @@ def _write_phantom(out: Path, seed: int, shape, spacing, echo):
     return case, inputs
 
 
-def _free_ports(n: int) -> list[int]:
-    import socket
-
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 def run_demo(out: str | Path, *, seed: int = 7, repository: str | Path = "model_repository",
              models: str | Path | None = None, shape=(96, 128, 128), spacing=(2.5, 2.5, 2.5), echo=print) -> dict:
     """Run the demo through a local tritonserver; returns the report (also in ``out/report.json``)."""
@@ -54,7 +41,7 @@ def run_demo(out: str | Path, *, seed: int = 7, repository: str | Path = "model_
 
     from s4c.export.repository import export_repository, repository_is_current
     from s4c.serving.client import InferenceClient, infer_case
-    from s4c.serving.server import ServerConfig, TritonServer
+    from s4c.serving.server import ServerConfig, TritonServer, free_ports
 
     out = Path(out)
     t_all = time.perf_counter()
@@ -63,7 +50,7 @@ def run_demo(out: str | Path, *, seed: int = 7, repository: str | Path = "model_
     if not repository_is_current(repository, models):
         echo(f"exporting the segmenters into {repository}")
         export_repository(repository, models=models)
-    grpc, http, metrics = _free_ports(3)
+    grpc, http, metrics = free_ports(3)
     cfg = ServerConfig(repository, grpc_port=grpc, http_port=http, metrics_port=metrics)
     log = out / "tritonserver.log"
     t = time.perf_counter()

@@ -50,9 +50,10 @@ def write_configs(root: str | Path) -> list[Path]:
 def export_repository(out: str | Path, *, models: str | Path | None = None,
                       engines: Mapping[str, str | Path] | None = None) -> Path:
     """Export both phases' segmenters into the repository ``out`` (which must hold the layout)."""
+    from s4c.checkpoint import sha256_file
     from s4c.export.onnx import export_onnx, read_spec
     from s4c.models import checkpoint_path
-    from s4c.serving.service import SEGMENTERS_FILE, SegmenterInfo, sha256_file, write_segmenters_file
+    from s4c.serving.service import SEGMENTERS_FILE, SegmenterInfo, write_segmenters_file
 
     out = check_layout(out)
     infos = {}
@@ -73,8 +74,9 @@ def export_repository(out: str | Path, *, models: str | Path | None = None,
 
 def repository_is_current(root: str | Path, models: str | Path | None = None) -> bool:
     """True when ``root`` holds weights exported from the current checkpoints (by checksum)."""
+    from s4c.checkpoint import sha256_file
     from s4c.models import checkpoint_path
-    from s4c.serving.service import SEGMENTERS_FILE, read_segmenters_file, sha256_file
+    from s4c.serving.service import SEGMENTERS_FILE, read_segmenters_file
 
     root = Path(root)
     try:

@@ -14,11 +14,11 @@ on the development machines). :func:`to_fp16_onnx` is verified on the CPU with O
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 from s4c import contract
+from s4c.checkpoint import sha256_file
 
 
 def to_fp16_onnx(onnx_in: str | Path, onnx_out: str | Path) -> Path:
@@ -43,6 +43,14 @@ def tensorrt_major(trt) -> int:
 def _check_profile(min_batch: int, opt_batch: int, max_batch: int) -> None:
     if not (1 <= min_batch <= opt_batch <= max_batch):
         raise ValueError(f"need 1 <= min-batch <= opt-batch <= max-batch, got {min_batch}, {opt_batch}, {max_batch}")
+
+
+def _write_sidecar(plan: Path, onnx_path: Path, trt_version: str, mode: str, profile: tuple[int, int, int]) -> None:
+    """``<plan>.json``: what built the engine, for which GPU, from which graph (read by engine_is_current)."""
+    facts = {"tensorrt_version": trt_version, **_gpu_facts(), "precision": "fp16", "mode": mode,
+             "profile": {"input": contract.SEG_INPUT, "min": profile[0], "opt": profile[1], "max": profile[2]},
+             "onnx": onnx_path.name, "onnx_sha256": sha256_file(onnx_path)}
+    plan.with_suffix(plan.suffix + ".json").write_text(json.dumps(facts, indent=2) + "\n")
 
 
 def _gpu_facts() -> dict:
@@ -98,10 +106,7 @@ def build_engine(onnx_path: str | Path, out: str | Path, *, min_batch: int = 1, 
     if plan is None:
         raise RuntimeError("TensorRT failed to build the engine; see its log above")
     out.write_bytes(bytes(plan))
-    facts = {"tensorrt_version": str(trt.__version__), **_gpu_facts(), "precision": "fp16", "mode": mode,
-             "profile": {"input": contract.SEG_INPUT, "min": min_batch, "opt": opt_batch, "max": max_batch},
-             "onnx": onnx_path.name, "onnx_sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest()}
-    out.with_suffix(out.suffix + ".json").write_text(json.dumps(facts, indent=2) + "\n")
+    _write_sidecar(out, onnx_path, str(trt.__version__), mode, (min_batch, opt_batch, max_batch))
     return out
 
 
@@ -135,11 +140,8 @@ def build_engine_trtexec(onnx_path: str | Path, out: str | Path, *, min_batch: i
     if res.returncode != 0 or not out.exists():
         raise RuntimeError(f"trtexec failed ({res.returncode}): {res.stdout[-2000:]}{res.stderr[-2000:]}")
     version = re.search(r"TensorRT version: ([0-9.]+)", res.stdout) or re.search(r"\[TensorRT v(\d+)\]", res.stdout)
-    facts = {"tensorrt_version": version.group(1) if version else "unknown", **_gpu_facts(), "precision": "fp16",
-             "mode": "trtexec --fp16", "profile": {"input": contract.SEG_INPUT, "min": min_batch, "opt": opt_batch,
-                                                   "max": max_batch},
-             "onnx": onnx_path.name, "onnx_sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest()}
-    out.with_suffix(out.suffix + ".json").write_text(json.dumps(facts, indent=2) + "\n")
+    _write_sidecar(out, onnx_path, version.group(1) if version else "unknown", "trtexec --fp16",
+                   (min_batch, opt_batch, max_batch))
     return out
 
 
@@ -150,7 +152,7 @@ def engine_is_current(plan: str | Path, onnx_path: str | Path) -> bool:
     if not (plan.exists() and sidecar.exists() and onnx_path.exists()):
         return False
     facts = json.loads(sidecar.read_text())
-    return (facts.get("onnx_sha256") == hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+    return (facts.get("onnx_sha256") == sha256_file(onnx_path)
             and facts.get("gpu") == _gpu_facts()["gpu"])
 
 

@@ -43,6 +43,18 @@ class CaseAnswer:
     seconds: float
 
 
+def make_inputs(tensors: Mapping[str, tuple[np.ndarray, str]]) -> list:
+    """tritonclient gRPC inputs from ``name -> (array, Triton dtype such as 'INT16')``, in order."""
+    import tritonclient.grpc as grpcclient
+
+    inputs = []
+    for name, (array, dtype) in tensors.items():
+        t = grpcclient.InferInput(name, list(array.shape), dtype)
+        t.set_data_from_numpy(array)
+        inputs.append(t)
+    return inputs
+
+
 class InferenceClient:
     """A gRPC connection to the server; ``timeout_s`` bounds each call, ``retries`` covers UNAVAILABLE."""
 
@@ -91,30 +103,12 @@ class InferenceClient:
                 raise ClientError(f"{what}: server answered {status or 'an error'}: {exc.message()}") from exc
         raise AssertionError("unreachable")
 
-    def wait_ready(self, model: str, timeout_s: float = 30.0) -> None:
-        """Raise :class:`ClientError` unless ``model`` is ready within ``timeout_s``."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                if self.client.is_model_ready(model, headers=self.headers, client_timeout=5):
-                    return
-            except Exception:
-                pass
-            if time.monotonic() > deadline:
-                raise ClientError(f"cannot reach the S4C server at {self.url}, or its model {model!r} is not ready")
-            time.sleep(0.5)
-
-    def _input(self, name: str, array: np.ndarray, dtype: str):
-        t = self.grpc.InferInput(name, list(array.shape), dtype)
-        t.set_data_from_numpy(array)
-        return t
-
     def infer_phase(self, scan: Scan, phase: str) -> CaseAnswer:
         """One phase through the ``s4c`` model."""
-        inputs = [self._input(contract.CT, scan.ct, "INT16"),
-                  self._input(contract.SPACING, np.asarray(scan.spacing, np.float32), "FP32"),
-                  self._input(contract.PHASE, np.array([phase.encode()], dtype=np.object_), "BYTES"),
-                  self._input(contract.AFFINE, np.asarray(scan.affine, np.float64), "FP64")]
+        inputs = make_inputs({contract.CT: (scan.ct, "INT16"),
+                              contract.SPACING: (np.asarray(scan.spacing, np.float32), "FP32"),
+                              contract.PHASE: (np.array([phase.encode()], dtype=np.object_), "BYTES"),
+                              contract.AFFINE: (np.asarray(scan.affine, np.float64), "FP64")})
         outputs = [self.grpc.InferRequestedOutput(n) for n in (contract.LABELS, contract.ABNORMAL, contract.REPORT)]
         t = time.perf_counter()
         r = self._call(f"{contract.PIPELINE_MODEL} {phase}", lambda: self.client.infer(
@@ -126,11 +120,12 @@ class InferenceClient:
 
     def infer_dual(self, arterial: Scan, venous: Scan) -> CaseAnswer:
         """Both phases through the ``s4c_dual_phase`` model."""
-        inputs = []
+        tensors = {}
         for phase, scan in (("arterial", arterial), ("venous", venous)):
             ct, sp, aff = contract.DUAL_INPUTS[phase]
-            inputs += [self._input(ct, scan.ct, "INT16"), self._input(sp, np.asarray(scan.spacing, np.float32), "FP32"),
-                       self._input(aff, np.asarray(scan.affine, np.float64), "FP64")]
+            tensors.update({ct: (scan.ct, "INT16"), sp: (np.asarray(scan.spacing, np.float32), "FP32"),
+                            aff: (np.asarray(scan.affine, np.float64), "FP64")})
+        inputs = make_inputs(tensors)
         names = [contract.DUAL_LABELS[p] for p in PHASES] + [contract.ABNORMAL, contract.REPORT]
         outputs = [self.grpc.InferRequestedOutput(n) for n in names]
         t = time.perf_counter()

@@ -17,9 +17,11 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,6 +29,8 @@ from pathlib import Path
 
 from s4c import contract
 from s4c.labels import PHASES
+from s4c.serving.drain import ENV as RUN_DIR_ENV
+from s4c.serving.drain import drain as drain_run
 
 #: Triton protocol groups that change or reveal server state; clients need the admin key for them.
 RESTRICTED = ("model-repository", "model-config", "shared-memory", "statistics", "trace", "logging")
@@ -42,6 +46,39 @@ MODELS = (contract.PIPELINE_MODEL, contract.DUAL_PHASE_MODEL, *(contract.segment
 #: The Python backend's shared-memory pool per stub: CT volumes are tens of MB, the default is 1 MB.
 SHM_DEFAULT_BYTES = 64 * 1024 * 1024
 SHM_GROWTH_BYTES = 64 * 1024 * 1024
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` loopback TCP ports that are free now (for servers started by tests, demo and benchmarks)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def session_processes(sid: int) -> dict[int, list[bytes]]:
+    """pid -> argv of every process in session ``sid`` (tritonserver leads its own; its stubs are in it)."""
+    procs = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[3]) != sid:  # field 6 of stat: session id
+                continue
+            procs[int(stat.parent.name)] = (stat.parent / "cmdline").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+    return procs
+
+
+def stub_models(sid: int) -> dict[int, str]:
+    """Python-backend stub processes of session ``sid``: pid -> model directory name."""
+    return {pid: Path(argv[1].decode(errors="replace")).parent.parent.name
+            for pid, argv in session_processes(sid).items()
+            if len(argv) > 1 and argv[0].endswith(b"triton_python_backend_stub")}
 
 
 class ServerError(RuntimeError):
@@ -169,9 +206,13 @@ class ServerConfig:
         return cmd + list(self.extra_args)
 
     @property
+    def local_host(self) -> str:
+        """Where a client on this host reaches the server (loopback when it listens on every address)."""
+        return "127.0.0.1" if self.address in ("0.0.0.0", "") else self.address
+
+    @property
     def grpc_url(self) -> str:
-        host = "127.0.0.1" if self.address in ("0.0.0.0", "") else self.address
-        return f"{host}:{self.grpc_port}"
+        return f"{self.local_host}:{self.grpc_port}"
 
 
 class TritonServer:
@@ -196,13 +237,9 @@ class TritonServer:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             self._log = self.log_path.open("ab")
             out = self._log
-        import tempfile
-
-        from s4c.serving.drain import ENV
-
         self.run_dir = Path(tempfile.mkdtemp(prefix="s4c-run-"))
         env = server_env(self.install)
-        env[ENV] = str(self.run_dir)
+        env[RUN_DIR_ENV] = str(self.run_dir)
         self.process = subprocess.Popen(cmd, env=env, stdout=out,
                                         stderr=subprocess.STDOUT if out else None, start_new_session=True)
         return self
@@ -212,29 +249,16 @@ class TritonServer:
         import urllib.error
         import urllib.request
 
-        host = "127.0.0.1" if self.config.address in ("0.0.0.0", "") else self.config.address
         try:
-            with urllib.request.urlopen(f"http://{host}:{self.config.http_port}{path}", timeout=5) as r:
+            with urllib.request.urlopen(f"http://{self.config.local_host}:{self.config.http_port}{path}",
+                                        timeout=5) as r:
                 return r.status == 200
         except (urllib.error.URLError, OSError):
             return False
 
     def stub_pids(self) -> dict[int, str]:
         """Python-backend stub processes of this server: pid -> model directory name."""
-        if self.process is None:
-            return {}
-        stubs = {}
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-                if int(fields[3]) != self.process.pid:  # the stubs are in the server's session
-                    continue
-                argv = (stat.parent / "cmdline").read_bytes().split(b"\0")
-            except (OSError, IndexError, ValueError):
-                continue
-            if argv and argv[0].endswith(b"triton_python_backend_stub") and len(argv) > 1:
-                stubs[int(stat.parent.name)] = Path(argv[1].decode(errors="replace")).parent.parent.name
-        return stubs
+        return {} if self.process is None else stub_models(self.process.pid)
 
     def not_ready(self) -> list[str]:
         """Models that report not ready (a crashed Python stub shows here); ['server'] if unreachable."""
@@ -269,8 +293,6 @@ class TritonServer:
             return None
         timeout_s = self.config.exit_timeout_s + 15 if timeout_s is None else timeout_s
         if drain and self.process.poll() is None and self.run_dir is not None:
-            from s4c.serving.drain import drain as drain_run
-
             self.drained = drain_run(self.run_dir, self.config.exit_timeout_s)
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)

@@ -6,7 +6,6 @@ result (or the typed error) into one response. Arrays are Z, Y, X; spacings (Z, 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -62,14 +61,6 @@ class SegmenterInfo:
         return {"name": self.name, "version": self.version, "onnx_sha256": self.onnx_sha256,
                 "checkpoint_sha256": self.checkpoint_sha256, "width": self.spec.width, "trained": self.spec.trained,
                 "git_revision": self.spec.git_revision}
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def write_segmenters_file(path: str | Path, infos: Mapping[str, SegmenterInfo]) -> Path:

@@ -6,12 +6,14 @@ module imports outside the stub and is unit-tested with a stand-in.
 
 from __future__ import annotations
 
+import json
 import traceback
 from collections.abc import Callable, Mapping
 
 import numpy as np
 
 from s4c import contract
+from s4c.serving.drain import INTERNAL_PREFIX
 from s4c.serving.service import SegmenterError, error_code
 
 
@@ -72,15 +74,12 @@ def bls_segmenter(pb_utils, model_name: str) -> Callable:
 
 def bls_pipeline(pb_utils, model_name: str, phase: str) -> Callable:
     """An async call of the ``s4c`` model for one phase; returns (labels, report dict)."""
-    import json
 
     async def run(ct: np.ndarray, spacing: tuple, affine: np.ndarray | None):
         inputs = [pb_utils.Tensor(contract.CT, ct), pb_utils.Tensor(contract.SPACING, np.asarray(spacing, np.float32)),
                   pb_utils.Tensor(contract.PHASE, np.array([phase.encode()], dtype=np.object_))]
         if affine is not None:
             inputs.append(pb_utils.Tensor(contract.AFFINE, np.asarray(affine, np.float64)))
-        from s4c.serving.drain import INTERNAL_PREFIX
-
         request = pb_utils.InferenceRequest(model_name=model_name, inputs=inputs,
                                             request_id=f"{INTERNAL_PREFIX}{phase}",
                                             requested_output_names=[contract.LABELS, contract.REPORT])
