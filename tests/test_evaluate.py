@@ -59,8 +59,19 @@ def test_whole_path_phantom_train_evaluate_export(tmp_path):
                      "--no-progress"]) == 0
         models.mkdir(exist_ok=True)
         (models / f"default_{phase}.pt").write_bytes((tmp_path / phase / "model.pt").read_bytes())
+    assert main(["train", "--preset", "locator", "--data", str(data), "--out", str(tmp_path / "loc"),
+                 "--iterations", "2", "--width", "4", "--threads", "1", "--no-progress"]) == 0
+    (models / "default_locator.pt").write_bytes((tmp_path / "loc" / "model.pt").read_bytes())
+    full = evaluate(data, tmp_path / "eval_full", models=models, threads=1, progress=False, mode="full")
+    assert full["mode"] == "full" and full["arterial"]["locator_recall"] is None
     report = evaluate(data, tmp_path / "eval", models=models, threads=1, progress=False)
     saved = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert saved["mode"] == "roi"
+    for p in ("arterial", "venous"):
+        assert 0.0 <= saved[p]["locator_recall"] <= 1.0
+        assert 1 <= saved[p]["patches_per_case"] <= full[p]["patches_per_case"]
+    cases = json.loads((tmp_path / "eval" / "cases.json").read_text())
+    assert all(c[p]["mode"] == "roi" and "roi_zyx" in c[p] for c in cases for p in ("arterial", "venous"))
     assert set(saved) >= {"arterial", "venous", "fused"}
     assert saved["fused"]["n_abnormal"] == 2 and saved["fused"]["n_normal"] == 2
     assert report["fused"]["misses"] == saved["fused"]["misses"]

@@ -11,11 +11,12 @@ import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from s4c.labels import NUM_CLASSES, PHASES
+from s4c.labels import ANY_PHASE, NUM_CLASSES, PHASES
 from s4c.preprocessing import Normalization
 from s4c.validation import check_spacing
 
 CHECKPOINT_FORMAT = 1
+ROLES = ("segmenter", "locator")
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,8 @@ class ModelSpec:
     """What a trained segmenter is: architecture, phase, working grid and intensity normalisation.
 
     ``spacing`` is the working (Z, Y, X) spacing in mm, or None to run on the input grid as is.
+    ``role`` is ``"segmenter"`` (the S4C network, four classes, one phase) or ``"locator"`` (stage 1 of
+    ``roi`` mode: pancreas set vs background at a coarse spacing; phase ``"any"`` when trained on both).
     """
 
     width: int
@@ -33,10 +36,14 @@ class ModelSpec:
     config: dict = field(default_factory=dict)
     git_revision: str = "unknown"
     trained: bool = True
+    role: str = "segmenter"
 
     def __post_init__(self) -> None:
-        if self.phase not in PHASES:
-            raise ValueError(f"phase must be one of {PHASES}, got {self.phase!r}")
+        if self.role not in ROLES:
+            raise ValueError(f"role must be one of {ROLES}, got {self.role!r}")
+        phases = (*PHASES, ANY_PHASE) if self.role == "locator" else PHASES
+        if self.phase not in phases:
+            raise ValueError(f"phase of a {self.role} must be one of {phases}, got {self.phase!r}")
         if self.spacing is not None:
             object.__setattr__(self, "spacing", check_spacing(self.spacing, "model spacing"))
 

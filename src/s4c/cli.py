@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from s4c.labels import DEFAULT_STRIDE
+from s4c.labels import DEFAULT_MODE, DEFAULT_STRIDE, MODES, ROI_MARGIN_MM
 
 
 def _int_at_least(minimum: int, what: str):
@@ -36,6 +36,16 @@ def _spacing(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number of mm, got {text!r}") from None
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"spacing must be finite and > 0 mm, got {text}")
+    return value
+
+
+def _mm(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of mm, got {text!r}") from None
+    if not (value >= 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number of mm >= 0, got {text}")
     return value
 
 
@@ -71,14 +81,16 @@ def _cmd_classify(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from s4c.training.train import TrainConfig, train
+    from s4c.training.train import config_from_preset, train
 
-    cfg = TrainConfig(data=str(args.data), phase=args.phase, out=str(args.out), fold=args.fold, folds=args.folds,
-                      iterations=args.iterations, batch_size=args.batch_size, width=args.width, seed=args.seed,
-                      spacing=tuple(args.spacing) if args.spacing else None, checkpoint_every=args.checkpoint_every,
-                      device=args.device, threads=args.threads, lr=args.lr,
-                      class_weights=tuple(args.class_weights) if args.class_weights else None,
-                      init=str(args.init) if args.init else None)
+    cfg = config_from_preset(
+        args.preset, data=str(args.data), phase=args.phase, out=str(args.out), fold=args.fold, folds=args.folds,
+        iterations=args.iterations, batch_size=args.batch_size, width=args.width, seed=args.seed,
+        spacing=tuple(args.spacing) if args.spacing else None, checkpoint_every=args.checkpoint_every,
+        device=args.device, threads=args.threads, lr=args.lr,
+        class_weights=tuple(args.class_weights) if args.class_weights else None,
+        init=str(args.init) if args.init else None, snapshot_every=args.snapshot_every,
+        roi_margin_mm=args.roi_margin, roi_jitter_mm=args.roi_jitter)
     path = train(cfg, progress=not args.no_progress)
     print(f"model written to {path}")
     return 0
@@ -88,7 +100,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from s4c.evaluation.evaluate import evaluate
 
     report = evaluate(args.data, args.out, models=args.models, stride=args.stride, batch_size=args.batch_size,
-                      threads=args.threads, progress=not args.no_progress)
+                      threads=args.threads, progress=not args.no_progress, mode=args.mode,
+                      roi_margin_mm=args.roi_margin)
     _print_summary(report, args.out)
     return 0
 
@@ -96,9 +109,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_cv(args: argparse.Namespace) -> int:
     from s4c.evaluation.evaluate import cross_validate
 
+    overrides = {k: v for k, v in (("iterations", args.iterations), ("batch_size", args.batch_size),
+                                   ("width", args.width)) if v is not None}
+    locator = {k: v for k, v in (("iterations", args.locator_iterations),) if v is not None}
     report = cross_validate(args.data, args.out, folds=args.folds, seed=args.seed, stride=args.stride,
                             eval_batch_size=args.eval_batch_size, threads=args.threads, progress=not args.no_progress,
-                            iterations=args.iterations, batch_size=args.batch_size, width=args.width)
+                            mode=args.mode, preset=args.preset, roi_margin_mm=args.roi_margin,
+                            locator_kwargs=locator, **overrides)
     _print_summary(report, args.out)
     return 0
 
@@ -222,20 +239,28 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--in-process", action="store_true", help="run the library pipeline without the server")
     de.set_defaults(func=_cmd_demo)
 
-    tr = sub.add_parser("train", help="train one phase model with the paper's recipe")
+    tr = sub.add_parser("train", help="train one model from a named recipe (default: the paper's)")
     tr.add_argument("--data", required=True, type=Path, help="cohort folder with manifest.csv")
-    tr.add_argument("--phase", required=True, choices=["arterial", "venous"])
+    tr.add_argument("--preset", choices=["paper", "roi", "locator"], default="paper",
+                    help="paper: the paper's whole-volume recipe; roi: the default models' ROI segmenter; "
+                    "locator: stage 1 of roi mode, both phases (flags below override the preset)")
+    tr.add_argument("--phase", choices=["arterial", "venous", "any"], default=None,
+                    help="the segmenter's phase (required except for --preset locator, which is 'any')")
     tr.add_argument("--out", required=True, type=Path, help="run folder (resumes if it holds state.pt)")
     tr.add_argument("--fold", type=_count, default=None, help="hold out this fold (default: train on all cases)")
-    tr.add_argument("--folds", type=_positive_int, default=4)
-    tr.add_argument("--iterations", type=_positive_int, default=80_000)
-    tr.add_argument("--batch-size", type=_positive_int, default=16)
-    tr.add_argument("--width", type=_positive_int, default=32, help="base channels w (paper: 32)")
-    tr.add_argument("--lr", type=_spacing, default=0.01, help="base learning rate (poly decay, power 0.9)")
-    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--folds", type=_positive_int, default=None)
+    tr.add_argument("--iterations", type=_positive_int, default=None, help="paper: 80,000")
+    tr.add_argument("--batch-size", type=_positive_int, default=None, help="paper: 16")
+    tr.add_argument("--width", type=_positive_int, default=None, help="base channels w (paper: 32)")
+    tr.add_argument("--lr", type=_spacing, default=None, help="base learning rate, poly decay 0.9 (paper: 0.01)")
+    tr.add_argument("--seed", type=int, default=None)
     tr.add_argument("--spacing", type=_spacing, nargs=3, default=None, metavar=("Z", "Y", "X"),
-                    help="working spacing in mm (default: the first case's)")
-    tr.add_argument("--checkpoint-every", type=_positive_int, default=100)
+                    help="working spacing in mm (default: the preset's, else the first case's)")
+    tr.add_argument("--roi-margin", type=_mm, default=None, help="roi preset: ROI margin in mm")
+    tr.add_argument("--roi-jitter", type=_mm, default=None, help="roi preset: +- jitter of each side in mm")
+    tr.add_argument("--checkpoint-every", type=_positive_int, default=None)
+    tr.add_argument("--snapshot-every", type=_count, default=None,
+                    help="keep snapshots/model_<iteration>.pt every N iterations (learning curves)")
     tr.add_argument("--class-weights", type=float, nargs=4, default=None, metavar=("BG", "PANC", "TUM", "DUCT"),
                     help="per-class cross-entropy weights (default: none, as in the paper)")
     tr.add_argument("--init", type=Path, default=None,
@@ -250,6 +275,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--models", type=Path, default=None, help="folder with default_{arterial,venous}.pt")
     ev.add_argument("--out", required=True, type=Path)
     ev.add_argument("--stride", type=_positive_int, default=DEFAULT_STRIDE)
+    ev.add_argument("--mode", choices=list(MODES), default=DEFAULT_MODE,
+                    help="roi: locator, then the segmenter on the pancreas region (default); full: the paper's "
+                    "whole-volume sliding window")
+    ev.add_argument("--roi-margin", type=_mm, default=ROI_MARGIN_MM, help="roi mode: margin around the "
+                    "locator's pancreas box, mm")
     ev.add_argument("--batch-size", type=_positive_int, default=8)
     ev.add_argument("--threads", type=_positive_int, default=None)
     ev.add_argument("--no-progress", action="store_true")
@@ -259,10 +289,15 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--data", required=True, type=Path)
     cv.add_argument("--folds", type=_positive_int, default=4)
     cv.add_argument("--out", required=True, type=Path)
-    cv.add_argument("--iterations", type=_positive_int, default=80_000)
-    cv.add_argument("--batch-size", type=_positive_int, default=16, help="training batch")
+    cv.add_argument("--mode", choices=list(MODES), default="full",
+                    help="roi: also train a locator per fold and evaluate coarse-to-fine")
+    cv.add_argument("--preset", choices=["paper", "roi"], default="paper", help="the segmenters' recipe")
+    cv.add_argument("--roi-margin", type=_mm, default=ROI_MARGIN_MM)
+    cv.add_argument("--iterations", type=_positive_int, default=None, help="segmenters (default: the preset's)")
+    cv.add_argument("--locator-iterations", type=_positive_int, default=None)
+    cv.add_argument("--batch-size", type=_positive_int, default=None, help="training batch (default: the preset's)")
     cv.add_argument("--eval-batch-size", type=_positive_int, default=8)
-    cv.add_argument("--width", type=_positive_int, default=32)
+    cv.add_argument("--width", type=_positive_int, default=None)
     cv.add_argument("--seed", type=int, default=0)
     cv.add_argument("--stride", type=_positive_int, default=DEFAULT_STRIDE)
     cv.add_argument("--threads", type=_positive_int, default=None)

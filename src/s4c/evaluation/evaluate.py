@@ -18,20 +18,30 @@ from pathlib import Path
 import numpy as np
 
 from s4c.data.cohort import CaseEntry, read_manifest
+from s4c.data.phantom import PHANTOM_JSON
 from s4c.evaluation.metrics import detection_stats, dsc, mean_dsc
 from s4c.evaluation.tables import Table1Row, Table2Row, render_table1, render_table2
-from s4c.inference.pipeline import run_phase
+from s4c.inference.pipeline import RoiSettings, run_phase
+from s4c.inference.roi import box_fraction
 from s4c.io import load_nifti
-from s4c.labels import DUCT, MIN_DUCT_VOXELS, MIN_TUMOR_VOXELS, PHASES, TUMOR
+from s4c.labels import DEFAULT_MODE, DUCT, MIN_DUCT_VOXELS, MIN_TUMOR_VOXELS, MODES, PHASES, ROI_MARGIN_MM, TUMOR
+from s4c.models import checkpoint_path, locator_path
 from s4c.training.plot import plot_curve
 from s4c.validation import as_label_volume
 
 Predictors = Mapping[str, tuple[Callable[[np.ndarray], np.ndarray], object]]
+#: Key of the locator among the exported models.
+LOCATOR = "locator"
 
 
 def evaluate_case(root: Path, entry: CaseEntry, predictors: Predictors, *, stride: int = 20,
-                  batch_size: int = 8) -> dict:
-    """Run both phases of one case and score them against its labels."""
+                  batch_size: int = 8, mode: str = "full", locator: tuple | None = None,
+                  roi: RoiSettings | None = None) -> dict:
+    """Run both phases of one case and score them against its labels.
+
+    In ``roi`` mode each phase row also has ``locator_recall``: the fraction of the reference
+    pancreas-set voxels inside the ROI (1.0 after a fall-back to the whole volume).
+    """
     out: dict = {"case_id": entry.case_id, "abnormal": entry.abnormal}
     for phase in PHASES:
         img_path, lab_path = entry.path(root, phase), entry.path(root, f"{phase}_label")
@@ -40,10 +50,11 @@ def evaluate_case(root: Path, entry: CaseEntry, predictors: Predictors, *, strid
         vol = load_nifti(img_path)
         predictor, spec = predictors[phase]
         t = time.perf_counter()
-        res = run_phase(vol.array, vol.spacing, predictor, spec, stride=stride, batch_size=batch_size)
+        res = run_phase(vol.array, vol.spacing, predictor, spec, stride=stride, batch_size=batch_size, mode=mode,
+                        locator=locator, roi=roi or RoiSettings())
         d = res.decision
         row = {"abnormal_pred": int(d.abnormal), "tumor_voxels": d.tumor_voxels, "duct_voxels": d.duct_voxels,
-               "seconds": time.perf_counter() - t}
+               "seconds": time.perf_counter() - t, **res.roi_report()}
         if lab_path is not None:
             ref = as_label_volume(load_nifti(lab_path).array, f"case {entry.case_id} {phase}")
             if ref.shape != d.labels.shape:
@@ -51,6 +62,8 @@ def evaluate_case(root: Path, entry: CaseEntry, predictors: Predictors, *, strid
             row["dsc_pancreas"] = dsc(d.labels > 0, ref > 0)
             row["dsc_tumor"] = dsc(d.labels == TUMOR, ref == TUMOR)
             row["dsc_duct"] = dsc(d.labels == DUCT, ref == DUCT)
+            if mode == "roi":
+                row["locator_recall"] = 1.0 if res.roi_zyx is None else box_fraction(ref > 0, res.roi_zyx)
         out[phase] = row
     out["fused_pred"] = int(out["arterial"]["abnormal_pred"] or out["venous"]["abnormal_pred"])
     return out
@@ -63,6 +76,16 @@ def _phase_summary(cases: Sequence[dict], phase: str) -> dict:
     d["dsc_normal_pancreas"] = mean_dsc(c[phase].get("dsc_pancreas", math.nan) for c in cases if not c["abnormal"])
     d["dsc_abnormal_pancreas"] = mean_dsc(c[phase].get("dsc_pancreas", math.nan) for c in cases if c["abnormal"])
     d["dsc_tumor"] = mean_dsc(c[phase].get("dsc_tumor", math.nan) for c in cases if c["abnormal"])
+    d["patches_per_case"] = float(np.mean([c[phase].get("patches", 0) for c in cases]))
+    recalls = [c[phase]["locator_recall"] for c in cases if "locator_recall" in c[phase]]
+    d["locator_recall"] = min(recalls) if recalls else None
+    d["roi_fallbacks"] = sum(bool(c[phase].get("roi_fallback")) for c in cases)
+    d["seconds_per_case"] = float(np.mean([c[phase].get("seconds", math.nan) for c in cases]))
+    # Phantom cohorts say which tumours each phase can show: the phase model's detections among those.
+    vis = [c for c in cases if c.get("tumor_visible", {}).get(phase)]
+    if vis:
+        found = sum(c[phase]["abnormal_pred"] for c in vis)
+        d["visible_tumors"] = {"visible": len(vis), "detected": int(found), "sensitivity": found / len(vis)}
     return d
 
 
@@ -118,7 +141,17 @@ def render_report_md(report: dict, method: str = "S4C") -> str:
     lines.append(f"Fused sensitivity 95% CI {f['sensitivity_ci95'][0]:.3f}-{f['sensitivity_ci95'][1]:.3f}, "
                  f"specificity 95% CI {f['specificity_ci95'][0]:.3f}-{f['specificity_ci95'][1]:.3f} (Wilson); "
                  f"ROC AUC over the tumour-voxel threshold {f['roc_auc']:.3f}.\n")
-    return "\n".join(lines)
+    lines += [f"Mode: {report.get('mode', 'full')}.", "",
+              "| phase | segmenter windows per case | locator recall (min) | ROI fall-backs | tumours visible in "
+              "the phase: detected | seconds per case |", "|---|---|---|---|---|---|"]
+    for p in PHASES:
+        r = report[p]
+        rec = "-" if r.get("locator_recall") is None else f"{r['locator_recall']:.4f}"
+        vis = r.get("visible_tumors")
+        vis_s = "-" if not vis else f"{vis['detected']}/{vis['visible']}"
+        lines.append(f"| {p} | {r['patches_per_case']:.1f} | {rec} | {r['roi_fallbacks']} | {vis_s} | "
+                     f"{r['seconds_per_case']:.2f} |")
+    return "\n".join(lines) + "\n"
 
 
 def write_reports(out: str | Path, cases: Sequence[dict], extra: dict | None = None) -> dict:
@@ -151,19 +184,42 @@ def _strict(x):
 
 
 def evaluate(data: str | Path, out: str | Path, *, models: str | Path | None = None, stride: int = 20,
-             batch_size: int = 8, threads: int | None = None, progress: bool = True) -> dict:
-    """Evaluate the models in ``models`` (default: embedded) on every case of the cohort ``data``."""
+             batch_size: int = 8, threads: int | None = None, progress: bool = True, mode: str = DEFAULT_MODE,
+             roi_margin_mm: float = ROI_MARGIN_MM) -> dict:
+    """Evaluate the models in ``models`` (default: embedded) on every case of the cohort ``data``, in
+    ``mode`` (``roi``: the locator in ``models`` first, then the segmenter on its ROI)."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     root = Path(data)
     entries = read_manifest(root)
     if not entries:
         raise ValueError(f"{root / 'manifest.csv'} lists no cases")
-    from s4c.models import checkpoint_path
-
     ckpts = {phase: checkpoint_path(phase, models) for phase in PHASES}
+    if mode == "roi":
+        ckpts[LOCATOR] = locator_path(models)
     predictors = onnx_predictors(ckpts, Path(out) / "onnx", threads=threads)
-    cases = _run_cases(root, entries, predictors, stride, batch_size, progress)
+    locator = predictors.pop(LOCATOR, None)
+    roi = RoiSettings(margin_mm=roi_margin_mm)
+    t = time.perf_counter()
+    cases = _run_cases(root, entries, predictors, stride, batch_size, progress, mode=mode, locator=locator, roi=roi)
+    seconds = time.perf_counter() - t
+    visibility = phantom_tumor_visibility(root)
+    for c in cases:
+        if c["case_id"] in visibility:
+            c["tumor_visible"] = visibility[c["case_id"]]
     return write_reports(out, cases, {"data": str(root), "models": str(models or "embedded default"),
-                                      "stride": stride})
+                                      "stride": stride, "mode": mode,
+                                      "roi_margin_mm": roi_margin_mm if mode == "roi" else None,
+                                      "seconds_per_dual_phase_case": seconds / len(entries)})
+
+
+def phantom_tumor_visibility(root: str | Path) -> dict[str, dict[str, bool]]:
+    """{case_id: {phase: visible}} for the abnormal cases of a phantom cohort (its ``phantom.json``);
+    empty for a cohort without one."""
+    path = Path(root) / PHANTOM_JSON
+    if not path.exists():
+        return {}
+    return {c["case_id"]: dict(c["tumor"]["visible"]) for c in json.loads(path.read_text())["cases"] if c.get("tumor")}
 
 
 def onnx_predictors(checkpoints: Mapping[str, Path], workdir: Path, *, threads: int | None = None) -> dict:
@@ -182,12 +238,18 @@ def onnx_predictors(checkpoints: Mapping[str, Path], workdir: Path, *, threads: 
 
 
 def cross_validate(data: str | Path, out: str | Path, *, folds: int = 4, seed: int = 0, stride: int = 20,
-                   eval_batch_size: int = 8, threads: int | None = None, progress: bool = True, **train_kwargs) -> dict:
-    """Train folds x phases, then evaluate every case exactly once, with the models of the fold that
-    held it out. Folds are stratified by diagnosis and split by case (both phases together)."""
+                   eval_batch_size: int = 8, threads: int | None = None, progress: bool = True,
+                   mode: str = "full", preset: str = "paper", roi_margin_mm: float = ROI_MARGIN_MM,
+                   locator_kwargs: Mapping | None = None, **train_kwargs) -> dict:
+    """Train folds x phases (and, in ``roi`` mode, a locator per fold), then evaluate every case
+    exactly once, with the models of the fold that held it out. Folds are stratified by diagnosis and
+    split by case (both phases together). ``train_kwargs`` override the segmenters' ``preset``,
+    ``locator_kwargs`` the locator preset."""
     from s4c.training.data import check_fold, stratified_folds
-    from s4c.training.train import TrainConfig, train
+    from s4c.training.train import config_from_preset, train
 
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     root, out = Path(data), Path(out)
     entries = read_manifest(root)
     if not entries:
@@ -195,25 +257,32 @@ def cross_validate(data: str | Path, out: str | Path, *, folds: int = 4, seed: i
     fold_of = stratified_folds(entries, folds, seed)
     for k in range(folds):  # every fold is checked before any training starts
         check_fold(entries, fold_of, k, folds)
+    common = {"data": str(root), "folds": folds, "seed": seed, "threads": threads}
     cases: list[dict] = []
     for k in range(folds):
         ckpts = {}
         for phase in PHASES:
-            cfg = TrainConfig(data=str(root), phase=phase, out=str(out / f"fold{k}" / phase), fold=k, folds=folds,
-                              seed=seed, threads=threads, **train_kwargs)
+            cfg = config_from_preset(preset, **common, phase=phase, out=str(out / f"fold{k}" / phase), fold=k,
+                                     **train_kwargs)
             ckpts[phase] = train(cfg, progress=progress)
+        if mode == "roi":
+            cfg = config_from_preset("locator", **common, out=str(out / f"fold{k}" / LOCATOR), fold=k,
+                                     **dict(locator_kwargs or {}))
+            ckpts[LOCATOR] = train(cfg, progress=progress)
         predictors = onnx_predictors(ckpts, out / f"fold{k}" / "onnx", threads=threads)
+        locator = predictors.pop(LOCATOR, None)
         held_out = [e for e, f in zip(entries, fold_of, strict=True) if f == k]
-        for c in _run_cases(root, held_out, predictors, stride, eval_batch_size, progress):
+        for c in _run_cases(root, held_out, predictors, stride, eval_batch_size, progress, mode=mode,
+                            locator=locator, roi=RoiSettings(margin_mm=roi_margin_mm)):
             cases.append({**c, "fold": k})
     return write_reports(out, cases, {"data": str(root), "folds": folds, "seed": seed, "stride": stride,
-                                      "train": train_kwargs})
+                                      "mode": mode, "preset": preset, "train": train_kwargs})
 
 
-def _run_cases(root, entries, predictors, stride, batch_size, progress) -> list[dict]:
+def _run_cases(root, entries, predictors, stride, batch_size, progress, **kwargs) -> list[dict]:
     it = entries
     if progress:
         from tqdm import tqdm
 
         it = tqdm(entries, desc="evaluate", unit="case")
-    return [evaluate_case(root, e, predictors, stride=stride, batch_size=batch_size) for e in it]
+    return [evaluate_case(root, e, predictors, stride=stride, batch_size=batch_size, **kwargs) for e in it]

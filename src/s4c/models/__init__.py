@@ -1,6 +1,8 @@
-"""Where s4c finds its models with no flags: ``default_arterial.pt`` and ``default_venous.pt`` here.
+"""Where s4c finds its models with no flags: ``default_arterial.pt``, ``default_venous.pt`` and the
+``roi`` mode locator ``default_locator.pt`` here.
 
-A ``--models DIR`` option elsewhere points at a folder with the same two file names.
+A ``--models DIR`` option elsewhere points at a folder with the same two file names, and
+``default_locator.pt`` for ``roi`` mode.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from s4c.checkpoint import ModelSpec
 from s4c.labels import PHASES
 
 DEFAULT_DIR = Path(__file__).resolve().parent
+LOCATOR_FILE = "default_locator.pt"
 
 
 def checkpoint_path(phase: str, models: str | Path | None = None) -> Path:
@@ -18,6 +21,22 @@ def checkpoint_path(phase: str, models: str | Path | None = None) -> Path:
     if phase not in PHASES:
         raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
     return Path(models or DEFAULT_DIR) / f"default_{phase}.pt"
+
+
+def locator_path(models: str | Path | None = None) -> Path:
+    """Path of the ``roi`` mode locator checkpoint in ``models`` (default: the embedded models folder)."""
+    return Path(models or DEFAULT_DIR) / LOCATOR_FILE
+
+
+def load_locator(models: str | Path | None = None, *, device: str | None = None):
+    """``(predictor, spec)`` of the locator in ``models``; ``FileNotFoundError`` when there is none."""
+    from s4c.inference.predictor import TorchPredictor
+
+    path = locator_path(models)
+    if not path.exists():
+        raise FileNotFoundError(f"no locator model at {path} (roi mode needs one; use --mode full without it)")
+    predictor = TorchPredictor.from_checkpoint(path, device)
+    return predictor, predictor.spec
 
 
 def load_predictors(models: str | Path | None = None, *, phases=PHASES, allow_untrained: bool = False,

@@ -4,6 +4,7 @@ augmentation. Arrays are Z, Y, X.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,14 +12,22 @@ from pathlib import Path
 import numpy as np
 
 from s4c.data.cohort import CaseEntry, read_manifest
+from s4c.data.phantom import PHANTOM_JSON
 from s4c.io import load_nifti
-from s4c.labels import DUCT, PATCH_SIZE, PHASES, TUMOR
+from s4c.labels import ANY_PHASE, DUCT, PANCREAS, PATCH_SIZE, PHASES, TUMOR
 from s4c.preprocessing import labels_to_grid, needs_resampling, resample_image
 from s4c.validation import as_label_volume
 
 #: Patch sampling mix: centred on a tumour/duct voxel (when the case has one), on any pancreas-set
 #: voxel, or anywhere. Lesions are tiny next to the volume, so they are oversampled.
 SAMPLING = {"lesion": 1 / 3, "pancreas": 1 / 3, "random": 1 / 3}
+#: The ROI segmenter's mix: centred on a lesion voxel, or anywhere inside the case's region of interest
+#: (the pancreas set's box plus a jittered margin, as the locator's box plus margin is at inference).
+#: Normal cases only ever give "roi" patches: their whole gland is the hard negative.
+ROI_SAMPLING = {"lesion": 0.4, "roi": 0.6}
+#: The locator's mix: its patch covers most of a coarse volume, so anywhere, or on the pancreas set.
+LOCATOR_SAMPLING = {"pancreas": 0.5, "random": 0.5}
+SAMPLINGS = {"paper": SAMPLING, "roi": ROI_SAMPLING, "locator": LOCATOR_SAMPLING}
 
 
 @dataclass
@@ -31,6 +40,15 @@ class TrainingCase:
     labels: np.ndarray
     lesion_idx: np.ndarray  # flat indices of tumour/duct voxels
     pancreas_idx: np.ndarray  # flat indices of pancreas-set voxels
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    relabelled: bool = False  # an invisible tumour was relabelled as gland (see relabel_tumor_as_gland)
+
+    def pancreas_box(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Half-open (lo, hi) voxel corners (z, y, x) of the pancreas set, or None when it is empty."""
+        if len(self.pancreas_idx) == 0:
+            return None
+        zyx = np.stack(np.unravel_index(self.pancreas_idx, self.image.shape), axis=1)
+        return zyx.min(axis=0), zyx.max(axis=0) + 1
 
 
 def stratified_folds(entries: Sequence[CaseEntry], folds: int, seed: int = 0) -> list[int]:
@@ -64,8 +82,35 @@ def check_fold(entries: Sequence[CaseEntry], fold_of: Sequence[int], fold: int, 
                                  f"{sum(e.abnormal == 1 for e in entries)} abnormal in the cohort)")
 
 
-def load_case(root: Path, entry: CaseEntry, phase: str, spacing: Sequence[float] | None) -> TrainingCase:
-    """Load one phase of ``entry`` with its labels, checked, resampled to ``spacing`` when given."""
+def phantom_visibility(root: str | Path, phase: str) -> dict[str, bool]:
+    """{case_id: whether the generator made its tumour visible in ``phase``} from a phantom cohort's
+    ``phantom.json``; raises ``ValueError`` for a cohort without one (a user's own cohort)."""
+    path = Path(root) / PHANTOM_JSON
+    if not path.exists():
+        raise ValueError(f"{path} is missing: relabelling invisible tumours needs a phantom cohort's per-phase "
+                         "visibility (a cohort of real scans should carry per-phase labels instead)")
+    cases = json.loads(path.read_text())["cases"]
+    return {c["case_id"]: bool(c["tumor"]["visible"][phase]) for c in cases if c.get("tumor")}
+
+
+def relabel_tumor_as_gland(labels: np.ndarray) -> np.ndarray:
+    """A copy of ``labels`` with tumour voxels relabelled as pancreas (the input is never modified).
+
+    Per-phase reference labels mark a tumour in both phases even where one phase cannot show it; a
+    per-phase model trained to call such gland "tumour" learns that tumour looks like gland.
+    """
+    out = labels.copy()
+    out[out == TUMOR] = PANCREAS
+    return out
+
+
+def load_case(root: Path, entry: CaseEntry, phase: str, spacing: Sequence[float] | None, *,
+              tumor_visible: bool = True, binary: bool = False) -> TrainingCase:
+    """Load one phase of ``entry`` with its labels, checked, resampled to ``spacing`` when given.
+
+    ``tumor_visible=False``: the tumour is relabelled as gland (:func:`relabel_tumor_as_gland`).
+    ``binary``: labels become the pancreas set (1) against background (0), for a locator.
+    """
     if phase not in PHASES:
         raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
     img_path = entry.path(root, phase)
@@ -90,17 +135,27 @@ def load_case(root: Path, entry: CaseEntry, phase: str, spacing: Sequence[float]
         work = resample_image(image, img.spacing, spacing)
         labels = labels_to_grid(labels, img.spacing, work.shape, spacing)
         image = np.rint(work).astype(np.int16)
+    relabelled = not tumor_visible and bool((labels == TUMOR).any())
+    if relabelled:
+        labels = relabel_tumor_as_gland(labels)
+    if binary:
+        labels = (labels > 0).astype(np.uint8)
     flat = labels.reshape(-1)
-    lesion = np.flatnonzero((flat == TUMOR) | (flat == DUCT))
+    lesion = np.flatnonzero((flat == TUMOR) | (flat == DUCT)) if not binary else np.empty(0, np.int64)
     pancreas = np.flatnonzero(flat)
-    return TrainingCase(entry.case_id, entry.abnormal, image, labels, lesion, pancreas)
+    work_spacing = tuple(spacing) if spacing is not None else tuple(img.spacing)
+    return TrainingCase(entry.case_id, entry.abnormal, image, labels, lesion, pancreas, work_spacing, relabelled)
 
 
 def load_cohort(data: str | Path, phase: str, *, fold: int | None = None, folds: int = 4, seed: int = 0,
-                spacing: Sequence[float] | None = None, split: str = "train") -> list[TrainingCase]:
+                spacing: Sequence[float] | None = None, split: str = "train", relabel_invisible: bool = False,
+                binary: bool = False) -> list[TrainingCase]:
     """Load the ``split`` ('train' or 'test') part of fold ``fold`` (all cases when ``fold`` is None).
 
-    Every file is opened and checked before anything is returned, so bad input fails before training.
+    ``phase`` is one phase, or ``"any"`` for both phases of every case (a locator's data).
+    ``relabel_invisible``: tumours the phantom generator made invisible in a phase are gland in that
+    phase's labels (:func:`phantom_visibility`). ``binary``: see :func:`load_case`. Every file is
+    opened and checked before anything is returned, so bad input fails before training.
     """
     root = Path(data)
     entries = read_manifest(root)
@@ -110,7 +165,10 @@ def load_cohort(data: str | Path, phase: str, *, fold: int | None = None, folds:
         fold_of = stratified_folds(entries, folds, seed)
         check_fold(entries, fold_of, fold, folds)
         entries = [e for e, f in zip(entries, fold_of, strict=True) if (f == fold) == (split == "test")]
-    return [load_case(root, e, phase, spacing) for e in entries]
+    phases = PHASES if phase == ANY_PHASE else (phase,)
+    visible = {ph: phantom_visibility(root, ph) if relabel_invisible else {} for ph in phases}
+    return [load_case(root, e, ph, spacing, tumor_visible=visible[ph].get(e.case_id, True), binary=binary)
+            for e in entries for ph in phases]
 
 
 def _crop(arr: np.ndarray, centre: np.ndarray, size: int, fill) -> np.ndarray:
@@ -126,15 +184,40 @@ def _crop(arr: np.ndarray, centre: np.ndarray, size: int, fill) -> np.ndarray:
     return out
 
 
+def jittered_roi(case: TrainingCase, rng: np.random.Generator, margin_mm: float,
+                 jitter_mm: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """The pancreas set's box grown by ``margin_mm`` +- U(0, ``jitter_mm``) on each of its six sides,
+    in voxels, clipped to the volume; None when the case has no pancreas set.
+
+    This is the region the segmenter sees at inference (the locator's box plus the margin), with the
+    locator's error stood in for by the jitter.
+    """
+    box = case.pancreas_box()
+    if box is None:
+        return None
+    sp = np.asarray(case.spacing, dtype=np.float64)
+    grow_lo = (margin_mm + rng.uniform(-jitter_mm, jitter_mm, 3)) / sp
+    grow_hi = (margin_mm + rng.uniform(-jitter_mm, jitter_mm, 3)) / sp
+    shape = np.asarray(case.image.shape)
+    lo = np.clip(np.floor(box[0] - grow_lo).astype(np.int64), 0, shape - 1)
+    hi = np.clip(np.ceil(box[1] + grow_hi).astype(np.int64), lo + 1, shape)
+    return lo, hi
+
+
 def sample_patch(case: TrainingCase, rng: np.random.Generator, pad_hu: float,
-                 size: int = PATCH_SIZE) -> tuple[np.ndarray, np.ndarray, str]:
-    """One (image, labels, kind) training patch pair following :data:`SAMPLING`."""
-    kind = rng.choice(list(SAMPLING), p=list(SAMPLING.values()))
+                 size: int = PATCH_SIZE, *, sampling: str = "paper", roi_margin_mm: float = 0.0,
+                 roi_jitter_mm: float = 0.0) -> tuple[np.ndarray, np.ndarray, str]:
+    """One (image, labels, kind) training patch pair following :data:`SAMPLINGS` [``sampling``]."""
+    mix = SAMPLINGS[sampling]
+    kind = rng.choice(list(mix), p=list(mix.values()))
     if kind == "lesion" and len(case.lesion_idx) == 0:
-        kind = "pancreas"
-    if kind == "pancreas" and len(case.pancreas_idx) == 0:
+        kind = "roi" if sampling == "roi" else "pancreas"
+    if kind in ("pancreas", "roi") and len(case.pancreas_idx) == 0:
         kind = "random"
-    if kind == "random":
+    if kind == "roi":
+        lo, hi = jittered_roi(case, rng, roi_margin_mm, roi_jitter_mm)
+        centre = np.array([rng.integers(a, b) for a, b in zip(lo, hi, strict=True)])
+    elif kind == "random":
         centre = np.array([rng.integers(0, n) for n in case.image.shape])
     else:
         idx = case.lesion_idx if kind == "lesion" else case.pancreas_idx

@@ -12,7 +12,10 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["DEEP_SUPERVISION_WEIGHTS", "deep_supervision_loss"]
+__all__ = ["DEEP_SUPERVISION_WEIGHTS", "LOSSES", "deep_supervision_loss", "soft_dice_loss", "training_loss"]
+
+#: Loss names a training run can pick: the paper's cross-entropy, or cross-entropy plus soft Dice.
+LOSSES = ("ce", "ce+dice")
 
 #: Weights of the auxiliary-1 (1/4 resolution), auxiliary-2 (1/2 resolution) and main heads, in that
 #: order: the paper's 1 : 2 : 5 ratio. Note the order differs from the network's output order
@@ -143,3 +146,33 @@ def _class_weights(values: Sequence[float] | None, num_classes: int, like: torch
         raise ValueError(f"class_weights must be {num_classes} finite non-negative numbers, not all zero; "
                          f"got {values!r}")
     return torch.tensor(w, dtype=like.dtype, device=like.device)
+
+
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, *, smooth: float = 1e-5) -> torch.Tensor:
+    """``1 - mean soft Dice`` over the foreground classes ``1..C-1``, computed over the whole batch.
+
+    ``logits`` ``(N, C, Z, Y, X)``, ``target`` ``(N, Z, Y, X)`` int64. The batch is pooled per class (as
+    nnU-Net's batch Dice), so a patch without tumour still penalises predicted tumour through the
+    false positives it adds to the batch's sum.
+    """
+    num_classes = _check_logits(logits, target, "logits")
+    probs = torch.softmax(logits.float(), dim=1)[:, 1:]
+    onehot = F.one_hot(target, num_classes).permute(0, 4, 1, 2, 3)[:, 1:].to(probs.dtype)
+    dims = (0, 2, 3, 4)
+    tp = (probs * onehot).sum(dims)
+    denom = probs.sum(dims) + onehot.sum(dims)
+    dice = (2 * tp + smooth) / (denom + smooth)
+    return 1.0 - dice.mean()
+
+
+def training_loss(outputs: torch.Tensor | Sequence[torch.Tensor], target: torch.Tensor, loss: str = "ce", *,
+                  class_weights: Sequence[float] | None = None) -> torch.Tensor:
+    """The loss named ``loss`` (:data:`LOSSES`): deep-supervision cross-entropy, plus the soft Dice of
+    the main head for ``"ce+dice"``."""
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    total = deep_supervision_loss(outputs, target, class_weights=class_weights)
+    if loss == "ce+dice":
+        main = outputs if isinstance(outputs, torch.Tensor) else outputs[0]
+        total = total + soft_dice_loss(main, target)
+    return total

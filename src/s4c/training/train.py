@@ -1,8 +1,15 @@
-"""``s4c train``: the paper's recipe for one phase (section 3.1).
+"""``s4c train``: one model, from a named recipe (:data:`PRESETS`).
 
-SGD, base learning rate 0.01 with polynomial decay (power 0.9), momentum 0.9, weight decay 5e-4,
-batch 16, deep-supervision weights 1:2:5, 64^3 patches with 90-degree rotations and flips. The
-paper trains 80,000 iterations; ``iterations`` is configurable.
+* ``paper`` (the :class:`TrainConfig` defaults): the paper's recipe for one phase (section 3.1). SGD,
+  base learning rate 0.01 with polynomial decay (power 0.9), momentum 0.9, weight decay 5e-4, batch
+  16, deep-supervision weights 1:2:5, 64^3 patches with 90-degree rotations and flips, 80,000
+  iterations, patches drawn from the whole volume.
+* ``roi``: the default models' segmenter for coarse-to-fine inference. Patches are drawn inside the
+  pancreas region (the box of the pancreas set plus a jittered margin, as the locator gives it at
+  inference), cross-entropy plus soft Dice, AdamW, and tumours fainter than the gland's noise in a
+  phase relabelled as gland for that phase's model. MODEL_CARD.md states every deviation.
+* ``locator``: stage 1, the pancreas set against background at 5 mm over the whole volume, one model
+  for both phases.
 
 A run folder holds ``model.pt`` (inference checkpoint), ``state.pt`` (resumable training state),
 ``train_log.csv`` and ``loss.png``. Re-running with the same folder resumes from ``state.pt``.
@@ -19,12 +26,25 @@ from pathlib import Path
 
 import numpy as np
 
-from s4c.checkpoint import ModelSpec, git_revision, save_checkpoint
-from s4c.labels import PHASES
+from s4c.checkpoint import ROLES, ModelSpec, git_revision, save_checkpoint
+from s4c.labels import ANY_PHASE, LOCATOR_SPACING, NUM_CLASSES, PATCH_SIZE, PHASES, ROI_MARGIN_MM
 from s4c.preprocessing import Normalization
-from s4c.training.data import SAMPLING, augment, load_cohort, sample_patch
-from s4c.training.loss import DEEP_SUPERVISION_WEIGHTS, deep_supervision_loss
+from s4c.training.data import SAMPLINGS, augment, load_cohort, sample_patch
+from s4c.training.loss import DEEP_SUPERVISION_WEIGHTS, LOSSES, training_loss
 from s4c.training.plot import plot_curve
+
+OPTIMIZERS = ("sgd", "adamw")
+
+#: Named recipes: the TrainConfig fields each one sets (anything given explicitly wins).
+PRESETS: dict[str, dict] = {
+    "paper": {},
+    "roi": {"sampling": "roi", "loss": "ce+dice", "optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-4,
+            "batch_size": 4, "width": 8, "iterations": 4000, "relabel_invisible": True,
+            "roi_margin_mm": ROI_MARGIN_MM, "roi_jitter_mm": 8.0},
+    "locator": {"role": "locator", "phase": ANY_PHASE, "sampling": "locator", "loss": "ce+dice",
+                "optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-4, "batch_size": 2, "width": 8,
+                "iterations": 800, "spacing": LOCATOR_SPACING, "augment": False},
+}
 
 
 @dataclass(frozen=True)
@@ -52,16 +72,49 @@ class TrainConfig:
     class_weights: tuple[float, float, float, float] | None = None
     #: Warm start: a checkpoint (same width) whose weights replace the random initialisation.
     init: str | None = None
+    preset: str = "paper"
+    role: str = "segmenter"
+    sampling: str = "paper"
+    loss: str = "ce"
+    optimizer: str = "sgd"
+    augment: bool = True
+    #: Tumours the phantom generator made invisible in this phase are gland in its labels.
+    relabel_invisible: bool = False
+    roi_margin_mm: float = ROI_MARGIN_MM
+    roi_jitter_mm: float = 0.0
+    #: Keep a copy of model.pt every this many iterations in snapshots/ (learning curves); 0: none.
+    snapshot_every: int = 0
 
     def __post_init__(self) -> None:
-        if self.phase not in PHASES:
-            raise ValueError(f"phase must be one of {PHASES}, got {self.phase!r}")
+        if self.role not in ROLES:
+            raise ValueError(f"role must be one of {ROLES}, got {self.role!r}")
+        phases = (*PHASES, ANY_PHASE) if self.role == "locator" else PHASES
+        if self.phase not in phases:
+            raise ValueError(f"phase of a {self.role} must be one of {phases}, got {self.phase!r}")
+        for name, allowed in (("preset", tuple(PRESETS)), ("sampling", tuple(SAMPLINGS)), ("loss", LOSSES),
+                              ("optimizer", OPTIMIZERS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if not isinstance(self.snapshot_every, int) or self.snapshot_every < 0:
+            raise ValueError(f"snapshot_every must be an integer >= 0, got {self.snapshot_every!r}")
+        if self.roi_margin_mm < 0 or self.roi_jitter_mm < 0:
+            raise ValueError("roi_margin_mm and roi_jitter_mm must be >= 0")
         for name in ("iterations", "batch_size", "width", "checkpoint_every", "folds"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
         if not (self.lr > 0 and self.momentum >= 0 and self.weight_decay >= 0):
             raise ValueError("lr must be > 0, momentum and weight_decay >= 0")
+
+
+def config_from_preset(preset: str, **fields) -> TrainConfig:
+    """A :class:`TrainConfig` from the named preset, with ``fields`` (those not None) overriding it."""
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {preset!r}")
+    merged = {**PRESETS[preset], **{k: v for k, v in fields.items() if v is not None}, "preset": preset}
+    if "phase" not in merged:
+        raise ValueError(f"the {preset} preset trains one phase: give phase (arterial or venous)")
+    return TrainConfig(**merged)
 
 
 def poly_lr(base: float, iteration: int, total: int, power: float) -> float:
@@ -77,7 +130,13 @@ def train(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None]
 
     out = Path(cfg.out)
     spacing = tuple(cfg.spacing) if cfg.spacing is not None else first_spacing(cfg.data, cfg.phase)
-    cases = load_cohort(cfg.data, cfg.phase, fold=cfg.fold, folds=cfg.folds, seed=cfg.seed, spacing=spacing)
+    locator = cfg.role == "locator"
+    num_classes = 2 if locator else NUM_CLASSES
+    cases = load_cohort(cfg.data, cfg.phase, fold=cfg.fold, folds=cfg.folds, seed=cfg.seed, spacing=spacing,
+                        relabel_invisible=cfg.relabel_invisible, binary=locator)
+    relabelled = [c.case_id for c in cases if c.relabelled]
+    if relabelled:
+        log(f"{cfg.phase}: {len(relabelled)} tumour(s) invisible in this phase relabelled as gland")
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
 
@@ -88,15 +147,19 @@ def train(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None]
     norm = Normalization()
     # NDHWC lets oneDNN/cuDNN pick their fast 3-D convolution kernels (1.7x per step measured on CPU).
     fmt = torch.channels_last_3d
-    model = S4CNet(width=cfg.width).to(device, memory_format=fmt)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    model = S4CNet(num_classes=num_classes, width=cfg.width).to(device, memory_format=fmt)
+    if cfg.optimizer == "adamw":
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     rng = np.random.default_rng(cfg.seed)
     if cfg.init is not None:
         from s4c.checkpoint import load_checkpoint
 
         init_model, init_spec = load_checkpoint(cfg.init)
-        if init_spec.width != cfg.width:
-            raise ValueError(f"--init checkpoint has width {init_spec.width}, this run has width {cfg.width}")
+        if (init_spec.width, init_spec.num_classes) != (cfg.width, num_classes):
+            raise ValueError(f"--init checkpoint has width {init_spec.width} and {init_spec.num_classes} classes, "
+                             f"this run has width {cfg.width} and {num_classes}")
         model.load_state_dict(init_model.state_dict())
         log(f"initialised {cfg.phase} from {cfg.init}")
     start = 0
@@ -109,10 +172,11 @@ def train(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None]
         torch.set_rng_state(state["torch_rng"])
         start = int(state["iteration"])
         log(f"resuming {cfg.phase} from iteration {start}")
-    spec = ModelSpec(width=cfg.width, phase=cfg.phase, spacing=spacing, normalization=norm,
-                     config={**asdict(cfg), "sampling": SAMPLING, "loss_weights": DEEP_SUPERVISION_WEIGHTS,
-                             "cases": [c.case_id for c in cases]},
-                     git_revision=git_revision())
+    spec = ModelSpec(width=cfg.width, phase=cfg.phase, num_classes=num_classes, spacing=spacing, normalization=norm,
+                     config={**asdict(cfg), "sampling_mix": SAMPLINGS[cfg.sampling],
+                             "loss_weights": DEEP_SUPERVISION_WEIGHTS, "cases": sorted({c.case_id for c in cases}),
+                             "relabelled_faint_tumors": relabelled},
+                     git_revision=git_revision(), role=cfg.role)
 
     log_path = out / "train_log.csv"
     new_log = not log_path.exists() or start == 0
@@ -127,7 +191,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None]
         bar = tqdm(total=cfg.iterations, initial=start, desc=f"train {cfg.phase}", unit="it")
     model.train()
     t_start = time.perf_counter()
-    p = 64
+    p = PATCH_SIZE
     x = np.empty((cfg.batch_size, 1, p, p, p), np.float32)
     y = np.empty((cfg.batch_size, p, p, p), np.int64)
     try:
@@ -137,14 +201,16 @@ def train(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None]
                 g["lr"] = lr
             for b in range(cfg.batch_size):
                 case = cases[int(rng.integers(len(cases)))]
-                img, lab, _ = sample_patch(case, rng, norm.hu_min)
-                img, lab = augment(img, lab, rng)
+                img, lab, _ = sample_patch(case, rng, norm.hu_min, sampling=cfg.sampling,
+                                           roi_margin_mm=cfg.roi_margin_mm, roi_jitter_mm=cfg.roi_jitter_mm)
+                if cfg.augment:
+                    img, lab = augment(img, lab, rng)
                 norm.apply(img, out=x[b, 0])
                 y[b] = lab
             opt.zero_grad(set_to_none=True)
             inputs = torch.from_numpy(x).to(device).contiguous(memory_format=fmt)
-            loss = deep_supervision_loss(model(inputs), torch.from_numpy(y).to(device),
-                                         class_weights=cfg.class_weights)
+            loss = training_loss(model(inputs), torch.from_numpy(y).to(device), cfg.loss,
+                                 class_weights=cfg.class_weights)
             loss.backward()
             opt.step()
             value = float(loss.detach())
@@ -152,9 +218,13 @@ def train(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None]
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.2e}")
-            if (it + 1) % cfg.checkpoint_every == 0 or it + 1 == cfg.iterations:
+            snapshot = bool(cfg.snapshot_every) and (it + 1) % cfg.snapshot_every == 0
+            if (it + 1) % cfg.checkpoint_every == 0 or it + 1 == cfg.iterations or snapshot:
                 log_fh.flush()
                 _save(out, model, opt, rng, it + 1, spec)
+            if snapshot:
+                (out / "snapshots").mkdir(exist_ok=True)
+                (out / "snapshots" / f"model_{it + 1:06d}.pt").write_bytes((out / "model.pt").read_bytes())
     finally:
         log_fh.close()
         if bar is not None:
@@ -167,7 +237,8 @@ def train(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None]
 
 
 def first_spacing(data: str | Path, phase: str) -> tuple[float, float, float]:
-    """The voxel spacing of the first case's ``phase`` image: the working spacing when none is given."""
+    """The voxel spacing of the first case's ``phase`` image (arterial for ``"any"``): the working
+    spacing when none is given."""
     from s4c.data.cohort import read_manifest
     from s4c.io import load_nifti
 
@@ -175,6 +246,7 @@ def first_spacing(data: str | Path, phase: str) -> tuple[float, float, float]:
     entries = read_manifest(root)
     if not entries:
         raise ValueError(f"{root / 'manifest.csv'} lists no cases")
+    phase = PHASES[0] if phase == ANY_PHASE else phase
     return tuple(round(v, 4) for v in load_nifti(entries[0].path(root, phase)).spacing)
 
 
