@@ -15,23 +15,36 @@ from pathlib import Path
 from s4c.data.phantom import generate_case
 from s4c.inference.pipeline import run_case
 from s4c.io import load_nifti, save_nifti
-from s4c.labels import DEFAULT_STRIDE, PHASES
-from s4c.models import load_predictors
+from s4c.labels import DEFAULT_MODE, DEFAULT_STRIDE, PHASES
+from s4c.models import load_locator, load_predictors
 from s4c.outputs import write_case
 from s4c.postprocess import classify, fuse
 
 
-def _write_phantom(out: Path, seed: int, shape, spacing, echo):
-    case = generate_case(seed, abnormal=True, shape=shape, spacing=spacing, case_id="demo")
+def _write_phantom(out: Path, seed: int, shape, spacing, echo, abnormal: bool = True):
+    case = generate_case(seed, abnormal=abnormal, shape=shape, spacing=spacing, case_id="demo")
     inputs = {}
     for phase in PHASES:
         inputs[phase] = save_nifti(out / "input" / f"{phase}.nii.gz", getattr(case, phase), case.affine)
         save_nifti(out / "input" / f"{phase}_label.nii.gz", getattr(case, f"{phase}_label"), case.affine)
-    tumor = case.meta.get("tumor", {})
-    echo(f"phantom case (seed {seed}): PNET in the {tumor.get('location', '?')}, "
-         f"{tumor.get('diameter_mm', float('nan')):.0f} mm, pattern {tumor.get('pattern', '?')}, "
-         f"duct {'yes' if case.meta.get('duct', {}).get('present') else 'no'}; written to {out / 'input'}")
+    tumor = case.meta.get("tumor")
+    if tumor is None:
+        echo(f"phantom case (seed {seed}): normal pancreas, no tumour; written to {out / 'input'}")
+    else:
+        echo(f"phantom case (seed {seed}): PNET in the {tumor['location']}, {tumor['diameter_mm']:.0f} mm, "
+             f"pattern {tumor['pattern']}, duct {'yes' if case.meta['duct']['present'] else 'no'}; "
+             f"written to {out / 'input'}")
     return case, inputs
+
+
+def _roi_line(phase_report: dict) -> str:
+    """How a phase was searched, as the report states it."""
+    if phase_report.get("mode") != "roi":
+        return f"full volume, {phase_report.get('patches', '?')} segmenter windows"
+    if phase_report.get("roi_fallback"):
+        return f"ROI mode: the locator found no pancreas, so the whole volume ({phase_report['patches']} windows)"
+    box = " x ".join(f"{a}:{b}" for a, b in phase_report["roi_zyx"])
+    return f"ROI mode: box (z, y, x) {box}, {phase_report['patches']} segmenter windows"
 
 
 def run_demo(out: str | Path, *, seed: int = 7, repository: str | Path = "model_repository",
@@ -83,12 +96,13 @@ def run_demo(out: str | Path, *, seed: int = 7, repository: str | Path = "model_
 
 def run_demo_in_process(out: str | Path, *, seed: int = 7, models: str | Path | None = None,
                         stride: int = DEFAULT_STRIDE, batch_size: int = 8, shape=(96, 128, 128),
-                        spacing=(2.5, 2.5, 2.5), echo=print) -> dict:
+                        spacing=(2.5, 2.5, 2.5), echo=print, mode: str = DEFAULT_MODE, normal: bool = False) -> dict:
     """Run the demo in-process into ``out`` and return the report dict (also in ``out/report.json``)."""
     out = Path(out)
-    case, inputs = _write_phantom(out, seed, shape, spacing, echo)
+    case, inputs = _write_phantom(out, seed, shape, spacing, echo, abnormal=not normal)
 
     predictors = load_predictors(models, allow_untrained=True)
+    locator = load_locator(models) if mode == "roi" else None
     untrained = [p for p, (_, spec) in predictors.items() if not spec.trained]
     if untrained:
         echo("WARNING: no trained model found for " + ", ".join(untrained) + "; using a randomly initialised "
@@ -98,7 +112,7 @@ def run_demo_in_process(out: str | Path, *, seed: int = 7, models: str | Path | 
     volumes = {p: load_nifti(path) for p, path in inputs.items()}
     t = time.perf_counter()
     abnormal, results = run_case({p: (v.array, v.spacing) for p, v in volumes.items()}, predictors,
-                                 stride=stride, batch_size=batch_size)
+                                 stride=stride, batch_size=batch_size, mode=mode, locator=locator)
     seconds = time.perf_counter() - t
 
     reference = {p: getattr(case, f"{p}_label") for p in PHASES}
@@ -107,7 +121,7 @@ def run_demo_in_process(out: str | Path, *, seed: int = 7, models: str | Path | 
         "input": {"kind": "phantom", "seed": seed, "shape_zyx": list(shape), "spacing_zyx": list(case.spacing)},
         "reference_rule": {"abnormal": fuse(*ref_decisions.values()),
                            **{p: d.to_dict() for p, d in ref_decisions.items()}},
-        "seconds_total": round(seconds, 3), "stride": stride,
+        "seconds_total": round(seconds, 3), "stride": stride, "mode": mode,
     }
     paths = write_case(out, abnormal, results,
                        {p: (v.array, v.affine, v.spacing) for p, v in volumes.items()},
@@ -118,6 +132,7 @@ def run_demo_in_process(out: str | Path, *, seed: int = 7, models: str | Path | 
         echo(f"{p:9s} network: abnormal={d.abnormal!s:5s} tumour={d.tumor_voxels:6d} duct={d.duct_voxels:6d} "
              f"| rule on reference labels: abnormal={r.abnormal!s:5s} tumour={r.tumor_voxels:6d} "
              f"duct={r.duct_voxels:6d}")
+        echo(f"          {_roi_line(results[p].roi_report())}")
     echo(f"DECISION (either phase abnormal): {'ABNORMAL' if abnormal else 'normal'}"
          f"{'  [untrained network]' if untrained else ''}; reference labels give "
          f"{'ABNORMAL' if report_extra['reference_rule']['abnormal'] else 'normal'}")

@@ -15,10 +15,12 @@ from s4c.viz import pick_slice, render_panels
 
 
 def phase_report(result: PhaseResult, affine: np.ndarray, spec: ModelSpec) -> dict:
-    """JSON-ready summary of one phase: decision, counts, tumours (voxel and world), timings, model."""
+    """JSON-ready summary of one phase: decision, counts, tumours (voxel and world), mode and ROI
+    (``mode``, ``roi_zyx`` on the input grid, ``patches``: segmenter windows run), timings, model."""
     d = result.decision.to_dict()
     for t in d["tumors"]:
         t["centroid_world_xyz_mm"] = list(voxel_to_world(affine, t["centroid_zyx"]))
+    d.update(result.roi_report())
     d["timings_s"] = {k: round(v, 4) for k, v in result.timings.items()}
     d["model"] = {"width": spec.width, "phase": spec.phase, "trained": spec.trained,
                   "spacing": None if spec.spacing is None else list(spec.spacing),

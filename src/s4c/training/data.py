@@ -206,10 +206,12 @@ def jittered_roi(case: TrainingCase, rng: np.random.Generator, margin_mm: float,
 
 def sample_patch(case: TrainingCase, rng: np.random.Generator, pad_hu: float,
                  size: int = PATCH_SIZE, *, sampling: str = "paper", roi_margin_mm: float = 0.0,
-                 roi_jitter_mm: float = 0.0) -> tuple[np.ndarray, np.ndarray, str]:
-    """One (image, labels, kind) training patch pair following :data:`SAMPLINGS` [``sampling``]."""
-    mix = SAMPLINGS[sampling]
-    kind = rng.choice(list(mix), p=list(mix.values()))
+                 roi_jitter_mm: float = 0.0, kind: str | None = None) -> tuple[np.ndarray, np.ndarray, str]:
+    """One (image, labels, kind) training patch pair following :data:`SAMPLINGS` [``sampling``], or of
+    the given ``kind``."""
+    if kind is None:
+        mix = SAMPLINGS[sampling]
+        kind = str(rng.choice(list(mix), p=list(mix.values())))
     if kind == "lesion" and len(case.lesion_idx) == 0:
         kind = "roi" if sampling == "roi" else "pancreas"
     if kind in ("pancreas", "roi") and len(case.pancreas_idx) == 0:

@@ -82,6 +82,11 @@ class TrainConfig:
     relabel_invisible: bool = False
     roi_margin_mm: float = ROI_MARGIN_MM
     roi_jitter_mm: float = 0.0
+    #: roi sampling only. None: each patch's kind is drawn per case (ROI_SAMPLING, lesion patches only from
+    #: cases that have a lesion). A number: that share of all patches is centred on a lesion of a case
+    #: drawn among those with one, the rest anywhere in the ROI of any case (for a phase whose visible
+    #: lesions are few).
+    lesion_fraction: float | None = None
     #: Keep a copy of model.pt every this many iterations in snapshots/ (learning curves); 0: none.
     snapshot_every: int = 0
 
@@ -97,6 +102,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if not isinstance(self.snapshot_every, int) or self.snapshot_every < 0:
             raise ValueError(f"snapshot_every must be an integer >= 0, got {self.snapshot_every!r}")
+        if self.lesion_fraction is not None and (self.sampling != "roi" or not 0 <= self.lesion_fraction <= 1):
+            raise ValueError(f"lesion_fraction needs roi sampling and a value in [0, 1], got {self.lesion_fraction!r}")
         if self.roi_margin_mm < 0 or self.roi_jitter_mm < 0:
             raise ValueError("roi_margin_mm and roi_jitter_mm must be >= 0")
         for name in ("iterations", "batch_size", "width", "checkpoint_every", "folds"):
@@ -134,6 +141,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None]
     num_classes = 2 if locator else NUM_CLASSES
     cases = load_cohort(cfg.data, cfg.phase, fold=cfg.fold, folds=cfg.folds, seed=cfg.seed, spacing=spacing,
                         relabel_invisible=cfg.relabel_invisible, binary=locator)
+    lesion_cases = [c for c in cases if len(c.lesion_idx)]
     relabelled = [c.case_id for c in cases if c.relabelled]
     if relabelled:
         log(f"{cfg.phase}: {len(relabelled)} tumour(s) invisible in this phase relabelled as gland")
@@ -200,8 +208,13 @@ def train(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None]
             for g in opt.param_groups:
                 g["lr"] = lr
             for b in range(cfg.batch_size):
-                case = cases[int(rng.integers(len(cases)))]
-                img, lab, _ = sample_patch(case, rng, norm.hu_min, sampling=cfg.sampling,
+                kind = None
+                if cfg.lesion_fraction is not None and lesion_cases:
+                    # Cohort-level mix: this share of patches is centred on a lesion of some case that has one.
+                    kind = "lesion" if rng.random() < cfg.lesion_fraction else "roi"
+                pool = lesion_cases if kind == "lesion" else cases
+                case = pool[int(rng.integers(len(pool)))]
+                img, lab, _ = sample_patch(case, rng, norm.hu_min, sampling=cfg.sampling, kind=kind,
                                            roi_margin_mm=cfg.roi_margin_mm, roi_jitter_mm=cfg.roi_jitter_mm)
                 if cfg.augment:
                     img, lab = augment(img, lab, rng)

@@ -1,0 +1,71 @@
+"""Validation learning curves of the ROI segmenters: every snapshot of a pair of runs, evaluated
+with `s4c evaluate`'s code on a validation cohort in roi mode, with one locator.
+
+    python scripts/learning_curve.py --data VALIDATION_COHORT --arterial RUN_A --venous RUN_V \
+        --locator LOCATOR.pt --out DIR [--every 2]
+
+Writes DIR/curve.json and DIR/curve.md: per snapshot iteration, per phase, pancreas DSC, tumour DSC,
+sensitivity and specificity, and the fused sensitivity and specificity.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+from s4c.evaluation.evaluate import evaluate
+
+
+def snapshots(run: Path) -> dict[int, Path]:
+    return {int(p.stem.split("_")[1]): p for p in sorted((run / "snapshots").glob("model_*.pt"))}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", required=True, type=Path)
+    ap.add_argument("--arterial", required=True, type=Path)
+    ap.add_argument("--venous", required=True, type=Path)
+    ap.add_argument("--locator", required=True, type=Path)
+    ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--every", type=int, default=1, help="evaluate every k-th common snapshot")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    a, v = snapshots(args.arterial), snapshots(args.venous)
+    its = sorted(set(a) & set(v))[:: args.every]
+    args.out.mkdir(parents=True, exist_ok=True)
+    curve_path = args.out / "curve.json"
+    curve = json.loads(curve_path.read_text()) if curve_path.exists() else {}
+    for it in its:
+        if str(it) in curve:
+            continue
+        models = args.out / f"models_{it}"
+        models.mkdir(exist_ok=True)
+        shutil.copyfile(a[it], models / "default_arterial.pt")
+        shutil.copyfile(v[it], models / "default_venous.pt")
+        shutil.copyfile(args.locator, models / "default_locator.pt")
+        rep = evaluate(args.data, args.out / f"eval_{it}", models=models, threads=args.threads, progress=False)
+        curve[str(it)] = {p: {k: rep[p].get(k) for k in ("dsc_normal_pancreas", "dsc_abnormal_pancreas", "dsc_tumor",
+                                                          "sensitivity", "specificity", "visible_tumors")}
+                          for p in ("arterial", "venous")} | {"fused": {k: rep["fused"][k] for k in
+                                                                        ("sensitivity", "specificity")}}
+        curve_path.write_text(json.dumps(curve, indent=1) + "\n")
+        print(it, json.dumps(curve[str(it)]), flush=True)
+    lines = ["| iteration | phase | A.pancreas DSC | tumour DSC | sensitivity | specificity | visible detected |",
+             "|---|---|---|---|---|---|---|"]
+    for it in sorted(curve, key=int):
+        for p in ("arterial", "venous"):
+            r = curve[it][p]
+            vis = r.get("visible_tumors") or {}
+            lines.append(f"| {it} | {p} | {r['dsc_abnormal_pancreas']:.3f} | {r['dsc_tumor']:.3f} | "
+                         f"{r['sensitivity']:.3f} | {r['specificity']:.3f} | "
+                         f"{vis.get('detected', '-')}/{vis.get('visible', '-')} |")
+        f = curve[it]["fused"]
+        lines.append(f"| {it} | fused | | | {f['sensitivity']:.3f} | {f['specificity']:.3f} | |")
+    (args.out / "curve.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
