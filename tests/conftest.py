@@ -29,12 +29,14 @@ def real_ct_dir() -> Path:
 def triton(tmp_path_factory):
     """One real tritonserver for the session, on free loopback ports, serving a copy of
     model_repository/ with weights exported from the embedded models and a small voxel limit
-    (so the over-limit test sends megabytes, not gigabytes)."""
+    (so the over-limit test sends megabytes, not gigabytes). ``s4c`` has the committed mode (roi);
+    :data:`FULL_MODEL` is the same pipeline model with mode full (one instance), so both modes are
+    held to the library by one server."""
     import shutil
 
     from s4c.export.repository import export_repository
     from s4c.serving.params import DEFAULT_MAX_VOXELS
-    from s4c.serving.server import ServerConfig, TritonServer, free_ports
+    from s4c.serving.server import MODELS, ServerConfig, TritonServer, free_ports
 
     root = tmp_path_factory.mktemp("triton")
     repo = root / "model_repository"
@@ -46,9 +48,18 @@ def triton(tmp_path_factory):
         text = cfg.read_text()
         assert 'key: "max_voxels"' in text
         cfg.write_text(text.replace(f'string_value: "{DEFAULT_MAX_VOXELS}"', f'string_value: "{SERVER_MAX_VOXELS}"'))
+    full = repo / FULL_MODEL
+    shutil.copytree(repo / "s4c", full, ignore=shutil.ignore_patterns("configs", "__pycache__"))
+    text = (full / "config.pbtxt").read_text()
+    mode = 'key: "mode"\n  value: {{ string_value: "{}" }}'
+    for old, new in (('name: "s4c"', f'name: "{FULL_MODEL}"'), ("count: 2", "count: 1"),
+                     (mode.format("roi"), mode.format("full"))):
+        assert old in text, old
+        text = text.replace(old, new)
+    (full / "config.pbtxt").write_text(text)
     grpc, http, metrics = free_ports(3)
     config = ServerConfig(repo, grpc_port=grpc, http_port=http, metrics_port=metrics)
-    server = TritonServer(config, log_path=root / "tritonserver.log")
+    server = TritonServer(config, log_path=root / "tritonserver.log", models=(*MODELS, FULL_MODEL))
     server.start()
     try:
         server.wait_ready(240)
@@ -59,3 +70,5 @@ def triton(tmp_path_factory):
 
 #: The voxel limit of the test server's pipeline models.
 SERVER_MAX_VOXELS = 2_000_000
+#: The test server's copy of the ``s4c`` model in full mode.
+FULL_MODEL = "s4c_full"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -11,9 +12,9 @@ import pytest
 import torch
 
 from s4c import contract
-from s4c.checkpoint import ModelSpec, save_checkpoint
+from s4c.checkpoint import ModelSpec, load_checkpoint, save_checkpoint
 from s4c.export.onnx import OPSET, export_onnx, read_spec
-from s4c.export.repository import export_repository, segmenter_name
+from s4c.export.repository import export_repository
 from s4c.export.tensorrt import _check_profile, build_engine, to_fp16_onnx
 from s4c.network import S4CNet
 
@@ -122,36 +123,126 @@ ONNX_TO_TRITON = {onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.UINT8: "
 def _layout(root):
     import shutil
 
-    repo_src = __import__("pathlib").Path(__file__).resolve().parents[1] / "model_repository"
+    repo_src = Path(__file__).resolve().parents[1] / "model_repository"
     shutil.copytree(repo_src, root, ignore=shutil.ignore_patterns("*.onnx", "*.plan", "segmenters.json", "configs",
                                                                   "config.pbtxt", "__pycache__"))
     return root
 
 
-def test_repository_configs_match_onnx_graphs(checkpoint, tmp_path):
-    """Every form of each segmenter's config declares exactly the exported graph's tensors."""
+@pytest.fixture(scope="module")
+def models(checkpoint, tmp_path_factory):
+    """A models folder as `--models` takes it: both phases' segmenters and a 2-class locator."""
+    _, model = checkpoint
+    root = tmp_path_factory.mktemp("models")
+    for phase in ("arterial", "venous"):
+        save_checkpoint(root / f"default_{phase}.pt", model, ModelSpec(width=4, phase=phase))
+    torch.manual_seed(1)
+    save_checkpoint(root / "default_locator.pt", S4CNet(num_classes=2, width=4).eval(),
+                    ModelSpec(width=4, phase="any", num_classes=2, role="locator", spacing=(5.0, 5.0, 5.0)))
+    return root
+
+
+def test_repository_configs_match_onnx_graphs(models, tmp_path):
+    """Every form of each segmenter's and the locator's config declares exactly the exported graph's
+    tensors; segmenters.json describes all three, the locator with its role."""
     import json
 
-    _, model = checkpoint
-    models = tmp_path / "models"
-    for phase in ("arterial", "venous"):
-        save_checkpoint(models / f"default_{phase}.pt", model, ModelSpec(width=4, phase=phase))
     repo = export_repository(_layout(tmp_path / "repo"), models=models)
-    for phase in ("arterial", "venous"):
-        d = repo / segmenter_name(phase)
+    for name in contract.PATCH_MODELS:
+        d = repo / name
         graph = onnx.load(str(d / "1" / "model.onnx"))
         for cfg in (d / "config.pbtxt", d / "configs" / "tensorrt.pbtxt", d / "configs" / "onnxruntime.pbtxt"):
             text = cfg.read_text()
-            assert f'name: "{segmenter_name(phase)}"' in text
+            assert f'name: "{name}"' in text
             assert "max_batch_size: 16" in text and "dynamic_batching" in text
             for section, tensors in (("input", graph.graph.input), ("output", graph.graph.output)):
                 declared = _pbtxt_tensors(text, section)
                 actual = [{"name": t.name, "type": ONNX_TO_TRITON[t.type.tensor_type.elem_type],
                            "dims": [dim.dim_value for dim in t.type.tensor_type.shape.dim[1:]]} for t in tensors]
-                assert declared == actual, (phase, cfg.name, section)
+                assert declared == actual, (name, cfg.name, section)
     infos = json.loads((repo / "s4c" / "1" / "segmenters.json").read_text())
-    assert set(infos) == {"segmenter_arterial", "segmenter_venous"}
+    assert set(infos) == {"segmenter_arterial", "segmenter_venous", contract.LOCATOR_MODEL}
     assert infos["segmenter_venous"]["spec"]["phase"] == "venous"
+    assert infos["segmenter_venous"]["spec"]["role"] == "segmenter"
+    loc = infos[contract.LOCATOR_MODEL]["spec"]
+    assert (loc["role"], loc["phase"], loc["num_classes"]) == ("locator", "any", 2)
+    assert read_spec(repo / contract.LOCATOR_MODEL / "1" / "model.onnx").role == "locator"
+
+
+def test_locator_graph_labels_are_its_argmax(models, tmp_path):
+    """The locator exports as is: 2 classes, argmax inside the graph, labels 0/1."""
+    model, spec = load_checkpoint(models / "default_locator.pt")
+    onnx_path = export_onnx(models / "default_locator.pt", tmp_path / "loc.onnx")
+    x = hu_batch(2, seed=3)
+    labels = ort.InferenceSession(str(onnx_path)).run([contract.SEG_LABELS], {contract.SEG_INPUT: x})[0]
+    with torch.inference_mode():
+        ref = model(torch.from_numpy(spec.normalization.apply(x))).numpy().argmax(axis=1)
+    assert labels.dtype == np.uint8 and labels.max() <= 1 and (labels == ref).mean() >= 0.999
+
+
+def test_repository_mode_is_kept_unless_asked(models, tmp_path):
+    from s4c.export.repository import configured_mode
+
+    repo = _layout(tmp_path / "repo")
+    assert configured_mode(repo) is None
+    export_repository(repo, models=models)
+    assert configured_mode(repo) == "roi"
+    export_repository(repo, models=models, mode="full")
+    assert configured_mode(repo) == "full"
+    for form in ("tensorrt", "onnxruntime"):
+        assert 'string_value: "full"' in (repo / "s4c" / "configs" / f"{form}.pbtxt").read_text()
+    export_repository(repo, models=models)  # s4c serve's re-export after a checkpoint change
+    assert configured_mode(repo) == "full"
+    with pytest.raises(ValueError, match="mode"):
+        export_repository(repo, models=models, mode="coarse")
+
+
+def test_repository_engines_and_missing_models(models, tmp_path):
+    import shutil
+
+    repo = _layout(tmp_path / "repo")
+    plan = tmp_path / "loc.plan"
+    plan.write_bytes(b"engine")
+    export_repository(repo, models=models, engines={"locator": plan})
+    assert (repo / contract.LOCATOR_MODEL / "1" / "model.plan").read_bytes() == b"engine"
+    with pytest.raises(ValueError, match="engines are for arterial, venous, locator"):
+        export_repository(repo, models=models, engines={"segmenter_venous": plan})
+    with pytest.raises(FileNotFoundError, match="no TensorRT engine for locator"):
+        export_repository(repo, models=models, engines={"locator": tmp_path / "missing.plan"})
+    partial = tmp_path / "partial"
+    shutil.copytree(models, partial)
+    (partial / "default_locator.pt").unlink()
+    with pytest.raises(FileNotFoundError, match="no locator"):
+        export_repository(repo, models=partial)
+    shutil.copy(partial / "default_venous.pt", partial / "default_locator.pt")
+    with pytest.raises(ValueError, match="holds a segmenter model; locator needs a locator"):
+        export_repository(repo, models=partial)
+
+
+def test_cli_export_repository_mode_and_engine_flags():
+    from s4c.cli import build_parser
+
+    args = build_parser().parse_args(["export", "repository", "--mode", "full", "--engine", "locator", "l.plan"])
+    assert args.mode == "full" and args.engine == [["locator", "l.plan"]]
+    assert build_parser().parse_args(["export", "repository"]).mode == "roi"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["export", "repository", "--mode", "coarse"])
+
+
+def test_ensure_engines_builds_every_patch_model(models, tmp_path, monkeypatch):
+    """--build-engines covers the locator as well as the segmenters (trtexec path, as without the
+    TensorRT Python package)."""
+    import sys
+
+    from s4c.export import tensorrt as trt_mod
+
+    repo = export_repository(_layout(tmp_path / "repo"), models=models)
+    built = []
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # import tensorrt -> ImportError
+    monkeypatch.setattr(trt_mod, "build_engine_trtexec",
+                        lambda onnx_path, plan, max_batch: built.append(plan.parent.parent.name))
+    trt_mod.ensure_engines(repo, max_batch=16, log=lambda _msg: None)
+    assert built == list(contract.PATCH_MODELS)
 
 
 def test_repository_needs_the_layout(checkpoint, tmp_path):
@@ -159,18 +250,28 @@ def test_repository_needs_the_layout(checkpoint, tmp_path):
         export_repository(tmp_path / "empty")
 
 
-def test_repository_is_current_tracks_checkpoints(checkpoint, tmp_path):
+def test_repository_is_current_tracks_checkpoints(models, tmp_path):
+    import shutil
+
     from s4c.export.repository import repository_is_current
 
-    _, model = checkpoint
-    models = tmp_path / "models"
-    for phase in ("arterial", "venous"):
-        save_checkpoint(models / f"default_{phase}.pt", model, ModelSpec(width=4, phase=phase))
+    models = Path(shutil.copytree(models, tmp_path / "models"))
+    model = S4CNet(width=4).eval()
     repo = _layout(tmp_path / "repo")
     assert not repository_is_current(repo, models)
     export_repository(repo, models=models)
     assert repository_is_current(repo, models)
     save_checkpoint(models / "default_venous.pt", model, ModelSpec(width=4, phase="venous", git_revision="other"))
+    assert not repository_is_current(repo, models)
+    export_repository(repo, models=models)
+    assert repository_is_current(repo, models)
+    save_checkpoint(models / "default_locator.pt", S4CNet(num_classes=2, width=4).eval(),
+                    ModelSpec(width=4, phase="any", num_classes=2, role="locator", git_revision="other"))
+    assert not repository_is_current(repo, models)  # the locator counts too
+    export_repository(repo, models=models)
+    (repo / contract.LOCATOR_MODEL / "1" / "model.onnx").write_bytes(b"stale")
+    assert not repository_is_current(repo, models)
+    (models / "default_locator.pt").unlink()
     assert not repository_is_current(repo, models)
 
 
@@ -180,6 +281,6 @@ def test_gpu_fp16_script_smoke_on_cpu():
     import sys
 
     out = subprocess.run([sys.executable, "export/gpu_fp16_check.py", "--smoke"], capture_output=True, text=True,
-                         timeout=900, cwd=__import__("pathlib").Path(__file__).resolve().parents[1])
+                         timeout=900, cwd=Path(__file__).resolve().parents[1])
     assert out.returncode == 0, out.stderr
     assert '"label_agreement"' in out.stdout

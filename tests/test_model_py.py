@@ -9,6 +9,7 @@ import json
 import sys
 import types
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -62,14 +63,21 @@ class FakeRequest:
 
 
 class FakeBls:
-    """InferenceRequest stand-in that answers segmenter calls with an oracle (labels from HU)."""
+    """InferenceRequest stand-in that answers segmenter calls with an oracle (labels from HU) and locator
+    calls with pancreas set / background (HU >= 0); ``calls`` counts the batches each model got."""
+
+    calls: ClassVar[dict] = {}
 
     def __init__(self, model_name, requested_output_names, inputs):
         self.model_name, self.inputs = model_name, inputs
 
     async def async_exec(self):
+        FakeBls.calls[self.model_name] = FakeBls.calls.get(self.model_name, 0) + 1
         x = self.inputs[0].as_numpy()
-        labels = np.digitize(x[:, 0], [0.0, 60.0, 200.0]).astype(np.uint8)
+        if self.model_name == contract.LOCATOR_MODEL:
+            labels = (x[:, 0] >= 0.0).astype(np.uint8)
+        else:
+            labels = np.digitize(x[:, 0], [0.0, 60.0, 200.0]).astype(np.uint8)
         return types.SimpleNamespace(has_error=lambda: False, labels=FakeTensor(contract.SEG_LABELS, labels))
 
 
@@ -83,24 +91,48 @@ def fake_pb_utils():
     return pb
 
 
-@pytest.fixture
-def s4c_model(monkeypatch, tmp_path):
+def _infos(locator_role="locator"):
     from s4c.checkpoint import ModelSpec
-    from s4c.serving.service import SegmenterInfo, write_segmenters_file
+    from s4c.serving.service import SegmenterInfo
+
+    infos = {f"segmenter_{p}": SegmenterInfo(f"segmenter_{p}", "1", ModelSpec(width=4, phase=p), "x") for p in
+             ("arterial", "venous")}
+    if locator_role is not None:
+        loc = (ModelSpec(width=4, phase="any", num_classes=2, role="locator", spacing=(5.0, 5.0, 5.0))
+               if locator_role == "locator" else ModelSpec(width=4, phase="venous"))
+        infos[contract.LOCATOR_MODEL] = SegmenterInfo(contract.LOCATOR_MODEL, "1", loc, "loc-sha")
+    return infos
+
+
+def load_s4c_model(monkeypatch, tmp_path, parameters=None, infos=None):
+    """model.py of ``s4c`` initialised as Triton would, over a fake pb_utils and a segmenters.json."""
+    from s4c.serving.service import write_segmenters_file
 
     pb = fake_pb_utils()
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", pb)
-    (tmp_path / "1").mkdir()
-    infos = {f"segmenter_{p}": SegmenterInfo(f"segmenter_{p}", "1", ModelSpec(width=4, phase=p), "x") for p in
-             ("arterial", "venous")}
-    write_segmenters_file(tmp_path / "1" / "segmenters.json", infos)
+    monkeypatch.setattr(FakeBls, "calls", {})
+    (tmp_path / "1").mkdir(exist_ok=True)
+    write_segmenters_file(tmp_path / "1" / "segmenters.json", _infos() if infos is None else infos)
     spec = importlib.util.spec_from_file_location("s4c_model_py", REPO / "model_repository" / "s4c" / "1" / "model.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     model = module.TritonPythonModel()
-    model.initialize({"model_config": json.dumps({"name": "s4c", "parameters": {}}), "model_repository": str(tmp_path),
-                      "model_version": "1", "model_instance_kind": "CPU"})
+    params = {k: {"string_value": v} for k, v in (parameters or {}).items()}
+    model.initialize({"model_config": json.dumps({"name": "s4c", "parameters": params}),
+                      "model_repository": str(tmp_path), "model_version": "1", "model_instance_kind": "CPU"})
     return model, pb
+
+
+@pytest.fixture(params=["roi", "full"])
+def s4c_model(request, monkeypatch, tmp_path):
+    return load_s4c_model(monkeypatch, tmp_path, {"mode": request.param})
+
+
+def _ok_case():
+    ct = np.full((64, 70, 66), -50, np.int16)
+    ct[20:40, 20:40, 20:40] = 30  # 'pancreas' to the oracle (0..60 HU), with a 'tumour' core (60..200)
+    ct[28:32, 28:32, 28:32] = 100
+    return ct
 
 
 def _request(ct, spacing=(2.5, 2.5, 2.5), phase=b"venous", cancelled=False):
@@ -111,9 +143,7 @@ def _request(ct, spacing=(2.5, 2.5, 2.5), phase=b"venous", cancelled=False):
 
 def test_one_response_per_request_with_errors_in_place(s4c_model):
     model, _ = s4c_model
-    good = np.full((64, 70, 66), -50, np.int16)
-    good[20:40, 20:40, 20:40] = 30  # 'pancreas' to the oracle (0..60 HU), with a 'tumour' core (60..200)
-    good[28:32, 28:32, 28:32] = 100
+    good = _ok_case()
     requests = [_request(good), _request(good, phase=b"delayed"), _request(good, spacing=(1, 0, 1)), _request(good)]
     responses = asyncio.run(model.execute(requests))
     assert len(responses) == 4
@@ -146,3 +176,45 @@ def test_internal_error_is_logged_not_returned(s4c_model, monkeypatch):
     assert resp.error.code() == "INTERNAL"
     assert "secret" not in resp.error.message() and "RuntimeError" in resp.error.message()
     assert any("secret patient detail" in m for m in pb.logged)
+
+
+def test_roi_mode_calls_the_locator_then_the_segmenter_on_the_region(monkeypatch, tmp_path):
+    """The committed config's parameters (default mode roi, the locator model) through model.py."""
+    from s4c.serving.configs import parse_parameters
+
+    config = parse_parameters((REPO / "model_repository" / "s4c" / "config.pbtxt").read_text())
+    parameters = {k: v["string_value"] for k, v in config["parameters"].items()}
+    assert parameters["mode"] == "roi" and parameters["locator"] == contract.LOCATOR_MODEL
+    model, _ = load_s4c_model(monkeypatch, tmp_path, parameters)
+    (resp,) = asyncio.run(model.execute([_request(_ok_case())]))
+    assert resp.error is None, resp.error and resp.error.message()
+    out = {t.name(): t.as_numpy() for t in resp.output_tensors}
+    report = json.loads(out[contract.REPORT][0])
+    assert report["mode"] == "roi" and report["roi_fallback"] is False
+    assert len(report["roi_zyx"]) == 3 and all(0 <= lo < hi <= n for (lo, hi), n in
+                                                 zip(report["roi_zyx"], (64, 70, 66), strict=True))
+    assert report["locator"]["name"] == contract.LOCATOR_MODEL and report["locator"]["onnx_sha256"] == "loc-sha"
+    assert report["locator_patches"] >= 1 and report["patches"] >= 1
+    assert FakeBls.calls[contract.LOCATOR_MODEL] >= 1 and FakeBls.calls["segmenter_venous"] >= 1
+    assert out[contract.TUMOR_VOXELS][0] == 64 and bool(out[contract.ABNORMAL][0])
+
+
+def test_full_mode_calls_no_locator(monkeypatch, tmp_path):
+    model, _ = load_s4c_model(monkeypatch, tmp_path, {"mode": "full"}, infos=_infos(locator_role=None))
+    (resp,) = asyncio.run(model.execute([_request(_ok_case())]))
+    report = json.loads({t.name(): t.as_numpy() for t in resp.output_tensors}[contract.REPORT][0])
+    assert report["mode"] == "full" and report["roi_zyx"] is None and "locator" not in report
+    assert contract.LOCATOR_MODEL not in FakeBls.calls
+
+
+@pytest.mark.parametrize(("parameters", "infos", "match"), [
+    ({"mode": "roi"}, "no locator", "locator 'locator' is not described in segmenters.json"),
+    ({"mode": "roi"}, "segmenter as locator", "holds a segmenter model, not a locator"),
+    ({"mode": "roi", "locator": "loc2"}, None, "'loc2' is not described"),
+    ({"mode": "coarse"}, None, "mode must be one of roi, full"),
+])
+def test_roi_mode_refuses_a_config_without_a_locator(monkeypatch, tmp_path, parameters, infos, match):
+    infos = {None: None, "no locator": _infos(locator_role=None),
+             "segmenter as locator": _infos(locator_role="segmenter")}[infos]
+    with pytest.raises(ValueError, match=match):
+        load_s4c_model(monkeypatch, tmp_path, parameters, infos)

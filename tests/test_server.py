@@ -1,6 +1,8 @@
 """Integration tests: the real tritonserver (session fixture ``triton``) over gRPC with tritonclient.
 
-Served answers are held byte for byte to the in-process library on the same ONNX graph.
+Served answers are held byte for byte to the in-process library on the same ONNX graphs: ``s4c``
+(roi mode, the committed config: locator, then the segmenter on the region) and ``s4c_full`` (the
+same model in the paper's full mode).
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import SERVER_MAX_VOXELS
+from conftest import FULL_MODEL, SERVER_MAX_VOXELS
 from s4c import contract
+from s4c.checkpoint import sha256_file
 from s4c.data.phantom import generate_case
-from s4c.inference.pipeline import run_phase
+from s4c.inference.pipeline import RoiSettings, run_phase, window_count
 from s4c.inference.predictor import OnnxPredictor
 from s4c.io import load_nifti, save_nifti
 from s4c.postprocess import fuse
@@ -35,8 +38,11 @@ def client(triton):
 
 @pytest.fixture(scope="module")
 def predictors(triton):
+    """The served ONNX graphs in process: each phase's segmenter and (key 'locator') the locator."""
     repo = triton.config.repository
-    return {p: OnnxPredictor(repo / f"segmenter_{p}" / "1" / "model.onnx", threads=1) for p in ("arterial", "venous")}
+    return {key: OnnxPredictor(repo / name / "1" / "model.onnx", threads=1)
+            for key, name in (("arterial", "segmenter_arterial"), ("venous", "segmenter_venous"),
+                              ("locator", contract.LOCATOR_MODEL))}
 
 
 @pytest.fixture(scope="module")
@@ -55,21 +61,31 @@ def phase_inputs(ct, spacing, phase, *, ct_dtype="INT16"):
             _in(contract.PHASE, np.array([phase.encode()], dtype=np.object_), "BYTES")]
 
 
-def infer_phase(client, ct, spacing, phase):
-    r = client.infer(contract.PIPELINE_MODEL, phase_inputs(ct, spacing, phase), client_timeout=300)
+def infer_phase(client, ct, spacing, phase, model=contract.PIPELINE_MODEL):
+    r = client.infer(model, phase_inputs(ct, spacing, phase), client_timeout=300)
     return r, json.loads(r.as_numpy(contract.REPORT)[0])
 
 
-def in_process(predictors, ct, spacing, phase):
-    p = predictors[phase]
-    return run_phase(ct, spacing, p, p.spec, stride=20, batch_size=8)
+#: Served pipeline model -> its mode.
+MODES = {contract.PIPELINE_MODEL: "roi", FULL_MODEL: "full"}
 
 
+def in_process(predictors, ct, spacing, phase, mode="roi"):
+    """The library on the served graphs with the served parameters (the config defaults)."""
+    from s4c.serving.params import ServingParams
+
+    p, loc, sp = predictors[phase], predictors["locator"], ServingParams()
+    return run_phase(ct, spacing, p, p.spec, mode=mode, locator=(loc, loc.spec) if mode == "roi" else None,
+                     roi=RoiSettings(margin_mm=sp.roi_margin_mm, stride=sp.locator_stride, batch_size=sp.batch_size),
+                     stride=sp.stride, batch_size=sp.batch_size)
+
+
+@pytest.mark.parametrize("model", list(MODES))
 @pytest.mark.parametrize("phase", ["arterial", "venous"])
-def test_phase_labels_and_decision_equal_the_library(client, predictors, case, phase):
+def test_phase_labels_and_decision_equal_the_library(triton, client, predictors, case, phase, model):
     ct = getattr(case, phase).astype(np.int16)
-    r, report = infer_phase(client, ct, case.spacing, phase)
-    ref = in_process(predictors, ct, case.spacing, phase)
+    r, report = infer_phase(client, ct, case.spacing, phase, model)
+    ref = in_process(predictors, ct, case.spacing, phase, MODES[model])
     labels = r.as_numpy(contract.LABELS)
     assert labels.dtype == np.uint8 and labels.shape == ct.shape
     assert (ref.decision.labels > 0).any() or phase == "arterial"  # a non-trivial comparison
@@ -78,10 +94,25 @@ def test_phase_labels_and_decision_equal_the_library(client, predictors, case, p
     assert int(r.as_numpy(contract.TUMOR_VOXELS)[0]) == ref.decision.tumor_voxels
     assert int(r.as_numpy(contract.DUCT_VOXELS)[0]) == ref.decision.duct_voxels
     assert report["abnormal"] == ref.decision.abnormal and report["phase"] == phase
-    assert report["thresholds"] == {"min_tumor_voxels": 40, "min_duct_voxels": 500, "keep_ratio": 0.2,
-                                    "keep_distance": 27.0}
+    rule = {"min_tumor_voxels": 40, "min_duct_voxels": 500, "keep_ratio": 0.2, "keep_distance": 27.0}
+    assert {k: report["thresholds"][k] for k in rule} == rule
+    assert report["thresholds"] == json.loads(json.dumps(ref.decision.thresholds))  # also in mL and mm
     assert report["segmenter"]["name"] == f"segmenter_{phase}" and report["segmenter"]["version"] == "1"
     assert {"network_wait_s", "vote_s", "postprocess_s", "total_s"} <= set(report["timings_s"])
+    assert report["mode"] == MODES[model] and report["patches"] == ref.patches
+    assert report["roi_zyx"] == ref.roi_report()["roi_zyx"] and report["roi_fallback"] is False
+    full_windows = window_count(ct.shape, 20)  # the case is on the segmenter's 2.5 mm grid
+    if model == FULL_MODEL:
+        assert report["roi_zyx"] is None and report["patches"] == full_windows and "locator" not in report
+        return
+    roi = report["roi_zyx"]
+    assert len(roi) == 3 and all(isinstance(v, int) for pair in roi for v in pair)
+    assert all(0 <= lo < hi <= n for (lo, hi), n in zip(roi, ct.shape, strict=True))
+    assert isinstance(report["patches"], int) and 1 <= report["patches"] < full_windows
+    assert report["locator_patches"] == ref.locator_patches >= 1
+    assert report["locator"]["name"] == contract.LOCATOR_MODEL and report["locator"]["version"] == "1"
+    locator_onnx = triton.config.repository / contract.LOCATOR_MODEL / "1" / "model.onnx"
+    assert report["locator"]["onnx_sha256"] == sha256_file(locator_onnx)
 
 
 @pytest.mark.parametrize("shape", [(40, 64, 65), (64, 64, 64), (65, 41, 64)])
@@ -116,6 +147,8 @@ def test_dual_phase_different_shapes_and_spacings(client, predictors, case):
         assert labels.tobytes() == refs[phase].decision.labels.tobytes()
         assert report["phases"][phase]["abnormal"] == refs[phase].decision.abnormal
         assert report["phases"][phase]["input"]["spacing_zyx_mm"] == list(sp[phase])
+        assert {k: report["phases"][phase][k] for k in refs[phase].roi_report()} == refs[phase].roi_report()
+        assert report["phases"][phase]["mode"] == "roi" and report["phases"][phase]["locator"]["name"] == "locator"
     expected = fuse(*(refs[p].decision for p in cts))
     assert bool(r.as_numpy(contract.ABNORMAL)[0]) == expected == report["abnormal"]
 

@@ -226,10 +226,29 @@ def test_params_from_model_config():
     ({"stride": "0"}, "stride"), ({"stride": "65"}, "stride"), ({"stride": "x"}, "must be int"),
     ({"keep_ratio": "1.5"}, "keep_ratio"), ({"batch_timeout_s": "nan"}, "batch_timeout_s"),
     ({"strides": "20"}, "unknown parameter"), ({"min_tumor_voxels": "-1"}, "min_tumor_voxels"),
+    ({"mode": "coarse"}, "parameter mode must be one of roi, full, got 'coarse'"),
+    ({"mode": "ROI"}, "parameter mode must be one of roi, full"),
+    ({"roi_margin_mm": "-1"}, "roi_margin_mm must be a finite number of mm >= 0, got -1.0"),
+    ({"roi_margin_mm": "inf"}, "roi_margin_mm"), ({"roi_margin_mm": "nan"}, "roi_margin_mm"),
+    ({"roi_margin_mm": "wide"}, "roi_margin_mm must be float"),
+    ({"locator_stride": "0"}, "locator_stride must be a positive integer"),
+    ({"locator_stride": "65"}, "locator_stride must be <= 64"),
+    ({"locator_stride": "2.5"}, "locator_stride must be int"),
+    ({"locator": ""}, "locator must be a model name"),
 ])
 def test_params_errors(values, match):
     with pytest.raises(ValueError, match=match):
         ServingParams.from_strings(values)
+
+
+def test_params_roi_defaults():
+    from s4c.labels import DEFAULT_MODE, LOCATOR_STRIDE, ROI_MARGIN_MM
+
+    p = ServingParams()
+    assert (p.mode, p.locator, p.roi_margin_mm, p.locator_stride) == (DEFAULT_MODE, contract.LOCATOR_MODEL,
+                                                                      ROI_MARGIN_MM, LOCATOR_STRIDE)
+    q = ServingParams.from_strings({"mode": "full", "roi_margin_mm": "0", "locator_stride": "64", "locator": "loc"})
+    assert (q.mode, q.roi_margin_mm, q.locator_stride, q.locator) == ("full", 0.0, 64, "loc")
 
 
 def test_committed_configs_are_the_generated_ones():
@@ -240,6 +259,65 @@ def test_committed_configs_are_the_generated_ones():
         path = REPO / "model_repository" / rel
         assert path.exists(), rel
         assert path.read_text() == text, f"{rel} is stale: run `s4c export repository`"
+
+
+def _config_forms() -> dict[str, str]:
+    """Every config of every model in every form, as rendered (the default form under 'config')."""
+    from s4c.serving.configs import FORMS, dual_phase_config, patch_model_config, pipeline_config
+
+    out = {"s4c/config": pipeline_config(), "s4c_dual_phase/config": dual_phase_config(),
+           **{f"s4c/{f}": pipeline_config(f) for f in FORMS}}
+    for name in contract.PATCH_MODELS:
+        out[f"{name}/config"] = patch_model_config(name)
+        out.update({f"{name}/{f}": patch_model_config(name, f) for f in FORMS})
+    return out
+
+
+def test_every_form_of_every_model_is_rendered_and_the_pipeline_ones_load():
+    """Each s4c and s4c_dual_phase config's parameters, in the dict Triton hands model.py, are read by
+    the models' own reader (ServingParams.from_model_config) without error; the patch models have the
+    CPU, onnxruntime and tensorrt forms with their own name."""
+    from s4c.serving.configs import PIPELINE_PARAMS, parse_parameters, pipeline_config
+
+    forms = _config_forms()
+    assert {"locator/config", "locator/tensorrt", "locator/onnxruntime", "s4c/config", "s4c/tensorrt",
+            "s4c/onnxruntime"} <= set(forms)
+    for key, text in forms.items():
+        model = key.split("/")[0]
+        assert f'name: "{model}"' in text, key
+        params = parse_parameters(text)["parameters"]
+        assert len(params) == text.count("parameters: {"), key  # the parser saw every block
+        if model in (contract.PIPELINE_MODEL, contract.DUAL_PHASE_MODEL):
+            p = ServingParams.from_model_config(parse_parameters(text))  # raises on any bad or unknown key
+            assert p.max_voxels == ServingParams().max_voxels, key
+        if model == contract.PIPELINE_MODEL:
+            assert set(PIPELINE_PARAMS) <= set(params), key
+            assert (p.mode, p.locator) == ("roi", contract.LOCATOR_MODEL), key
+    for form in (None, "tensorrt", "onnxruntime"):
+        full = ServingParams.from_model_config(parse_parameters(pipeline_config(form, mode="full")))
+        assert full.mode == "full"
+    with pytest.raises(ValueError, match="mode"):
+        pipeline_config(mode="coarse")
+
+
+def test_locator_forms_match_the_segmenters_but_for_the_name():
+    from s4c.serving.configs import FORMS, locator_config, segmenter_config
+
+    for form in (None, *FORMS):
+        seg = segmenter_config("venous", form)
+        assert locator_config(form) == seg.replace(contract.segmenter_model("venous"), contract.LOCATOR_MODEL)
+
+
+def test_repository_configs_in_full_mode():
+    from s4c.serving.configs import parse_parameters, repository_configs
+
+    roi, full = repository_configs(), repository_configs("full")
+    assert set(roi) == set(full)
+    for rel in roi:
+        if rel.startswith(f"{contract.PIPELINE_MODEL}/"):
+            assert parse_parameters(full[rel])["parameters"]["mode"] == {"string_value": "full"}, rel
+        else:
+            assert full[rel] == roi[rel], rel
 
 
 def test_configs_use_the_contract_names():

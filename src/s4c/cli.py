@@ -63,7 +63,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     if args.in_process:
         run_demo_in_process(args.out, seed=args.seed, models=args.models, stride=args.stride,
-                            batch_size=args.batch_size)
+                            batch_size=args.batch_size, mode=args.mode, normal=args.normal)
     else:
         run_demo(args.out, seed=args.seed, models=args.models, repository=args.model_repository)
     return 0
@@ -90,7 +90,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         device=args.device, threads=args.threads, lr=args.lr,
         class_weights=tuple(args.class_weights) if args.class_weights else None,
         init=str(args.init) if args.init else None, snapshot_every=args.snapshot_every,
-        roi_margin_mm=args.roi_margin, roi_jitter_mm=args.roi_jitter)
+        roi_margin_mm=args.roi_margin, roi_jitter_mm=args.roi_jitter, lesion_fraction=args.lesion_fraction)
     path = train(cfg, progress=not args.no_progress)
     print(f"model written to {path}")
     return 0
@@ -140,13 +140,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
         path = build_engine(args.onnx, args.out, min_batch=args.min_batch, opt_batch=args.opt_batch,
                             max_batch=args.max_batch)
     else:
-        from s4c.export.repository import export_repository
+        from s4c.export.repository import ENGINE_KEYS, export_repository
 
-        engines = {phase: Path(plan) for phase, plan in (args.engine or [])}
-        bad = sorted(set(engines) - {"arterial", "venous"})
+        engines = {key: Path(plan) for key, plan in (args.engine or [])}
+        bad = sorted(set(engines) - set(ENGINE_KEYS))
         if bad:
-            raise ValueError(f"--engine phase must be arterial or venous, got {', '.join(bad)}")
-        path = export_repository(args.out, models=args.models, engines=engines)
+            raise ValueError(f"--engine takes {', '.join(ENGINE_KEYS)}, got {', '.join(bad)}")
+        path = export_repository(args.out, models=args.models, engines=engines, mode=args.mode)
     print(f"wrote {path}")
     return 0
 
@@ -237,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--batch-size", type=_positive_int, default=8, help="--in-process only")
     de.add_argument("--model-repository", type=Path, default=Path("model_repository"))
     de.add_argument("--in-process", action="store_true", help="run the library pipeline without the server")
+    de.add_argument("--mode", choices=list(MODES), default=DEFAULT_MODE,
+                    help="roi: locator then segmenter on the pancreas region (default); full: whole volume")
+    de.add_argument("--normal", action="store_true", help="a normal case (no tumour) instead of a PNET case")
     de.set_defaults(func=_cmd_demo)
 
     tr = sub.add_parser("train", help="train one model from a named recipe (default: the paper's)")
@@ -258,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="working spacing in mm (default: the preset's, else the first case's)")
     tr.add_argument("--roi-margin", type=_mm, default=None, help="roi preset: ROI margin in mm")
     tr.add_argument("--roi-jitter", type=_mm, default=None, help="roi preset: +- jitter of each side in mm")
+    tr.add_argument("--lesion-fraction", type=float, default=None,
+                    help="roi preset: share of all patches centred on a lesion (default: drawn per case)")
     tr.add_argument("--checkpoint-every", type=_positive_int, default=None)
     tr.add_argument("--snapshot-every", type=_count, default=None,
                     help="keep snapshots/model_<iteration>.pt every N iterations (learning curves)")
@@ -319,9 +324,14 @@ def build_parser() -> argparse.ArgumentParser:
     er = exs.add_parser("repository", help="weights and configs into a Triton model repository")
     er.add_argument("--out", type=Path, default=Path("model_repository"),
                     help="repository holding the model_repository/ layout (default: ./model_repository)")
-    er.add_argument("--models", type=Path, default=None, help="folder with default_{arterial,venous}.pt")
-    er.add_argument("--engine", nargs=2, action="append", metavar=("PHASE", "PLAN"), default=None,
-                    help="also install a TensorRT engine for PHASE (repeatable)")
+    er.add_argument("--models", type=Path, default=None,
+                    help="folder with default_{arterial,venous,locator}.pt (default: the embedded models)")
+    er.add_argument("--engine", nargs=2, action="append", metavar=("MODEL", "PLAN"), default=None,
+                    help="also install a TensorRT engine for MODEL: arterial, venous (their segmenters) or "
+                    "locator (repeatable)")
+    er.add_argument("--mode", choices=list(MODES), default=DEFAULT_MODE,
+                    help="the s4c model's mode: roi (locator, then the segmenter on the pancreas region; "
+                    "default) or full (the paper's whole-volume sliding window)")
     ex.set_defaults(func=_cmd_export)
 
     sv = sub.add_parser("serve", help="run the real tritonserver on the model repository (foreground)")

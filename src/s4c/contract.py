@@ -5,10 +5,11 @@ This module is the single place these strings live; everything else imports them
 
 from __future__ import annotations
 
-from s4c.labels import NUM_CLASSES, PATCH_SIZE
+from s4c.labels import NUM_CLASSES, PATCH_SIZE, PHASES
 
-# Segmenter (ONNX / TensorRT / Triton segmenter models). HU in, labels out: the HU window and
-# scaling are inside the graph, so every runtime normalises with the checkpoint's own constants.
+# Segmenter (ONNX / TensorRT / Triton segmenter models, and the ``roi`` mode locator, which has the
+# same tensors with 2 classes). HU in, labels out: the HU window and scaling are inside the graph, so
+# every runtime normalises with the checkpoint's own constants.
 SEG_INPUT = "CT_PATCHES"  # float32 [N, 1, 64, 64, 64], Hounsfield units
 SEG_LABELS = "LABELS"  # uint8 [N, 64, 64, 64], argmax inside the graph
 SEG_PROBABILITIES = "PROBABILITIES"  # float32 [N, 4, 64, 64, 64], optional (mean-vote mode)
@@ -49,8 +50,16 @@ DUAL_LABELS = {"arterial": LABELS_ARTERIAL, "venous": LABELS_VENOUS}
 # Triton model names.
 PIPELINE_MODEL = "s4c"
 DUAL_PHASE_MODEL = "s4c_dual_phase"
+#: The ``roi`` mode locator (pancreas set vs background at a coarse spacing): the ``s4c`` model calls it
+#: over BLS before the phase's segmenter.
+LOCATOR_MODEL = "locator"
 
 
 def segmenter_model(phase: str) -> str:
     """Default Triton model name of a phase's segmenter."""
     return f"segmenter_{phase}"
+
+
+#: Every model with the patch tensors (SEG_INPUT -> SEG_LABELS): each phase's segmenter and the locator.
+#: Each is exported to ONNX and has the CPU, ``onnxruntime`` and ``tensorrt`` forms.
+PATCH_MODELS = (*(segmenter_model(p) for p in PHASES), LOCATOR_MODEL)

@@ -1,7 +1,9 @@
 """Triton Python-backend model ``s4c``: one phase through the whole S4C pipeline.
 
-Tiles the CT into 64^3 patches, sends them to the phase's segmenter over async BLS (``in_flight``
-batches outstanding), votes on the overlaps, filters components and applies the voxel-count rule.
+In ``roi`` mode (the config's ``mode`` parameter) the locator model first finds the pancreas over
+BLS. Tiles the CT (or that region of it) into 64^3 patches, sends them to the phase's segmenter over
+async BLS (``in_flight`` batches outstanding), votes on the overlaps, filters components and applies
+the voxel-count rule.
 The work is :class:`s4c.serving.service.PhasePipeline`; this file only moves tensors.
 """
 
@@ -33,7 +35,8 @@ class TritonPythonModel:
 
             voter_factory = partial(TorchLabelVoter, device=f"cuda:{args['model_instance_device_id']}")
         predictors = {p: triton.bls_segmenter(pb_utils, params.segmenter(p)) for p in PHASES}
-        self.pipeline = PhasePipeline(params, segmenters, predictors, voter_factory)
+        locator = triton.bls_segmenter(pb_utils, params.locator, "locator") if params.mode == "roi" else None
+        self.pipeline = PhasePipeline(params, segmenters, predictors, voter_factory, locator)
 
     async def execute(self, requests):
         return [await self._respond(request) for request in requests]

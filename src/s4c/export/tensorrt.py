@@ -157,17 +157,16 @@ def engine_is_current(plan: str | Path, onnx_path: str | Path) -> bool:
 
 
 def ensure_engines(repository: str | Path, *, max_batch: int = 16, log=print) -> list[Path]:
-    """Build ``segmenter_<phase>/1/model.plan`` for every phase whose plan is missing or stale (first
-    start of a GPU server); the TensorRT Python API when importable, else trtexec."""
-    from s4c.labels import PHASES
-
+    """Build ``<model>/1/model.plan`` for every model of :data:`s4c.contract.PATCH_MODELS` (each
+    phase's segmenter and the locator) whose plan is missing or stale (first start of a GPU server);
+    the TensorRT Python API when importable, else trtexec."""
     built = []
-    for phase in PHASES:
-        version = Path(repository) / contract.segmenter_model(phase) / "1"
+    for name in contract.PATCH_MODELS:
+        version = Path(repository) / name / "1"
         onnx_path, plan = version / "model.onnx", version / "model.plan"
         if engine_is_current(plan, onnx_path):
             continue
-        log(f"building the FP16 TensorRT engine for {phase} (first start on this GPU) ...")
+        log(f"building the FP16 TensorRT engine for {name} (first start on this GPU) ...")
         try:
             import tensorrt  # noqa: F401
 

@@ -6,10 +6,23 @@ import math
 from dataclasses import asdict, dataclass, fields
 
 from s4c import contract
-from s4c.labels import DEFAULT_STRIDE, KEEP_DISTANCE, KEEP_RATIO, MIN_DUCT_VOXELS, MIN_TUMOR_VOXELS, PATCH_SIZE
+from s4c.labels import (
+    DEFAULT_MODE,
+    DEFAULT_STRIDE,
+    KEEP_DISTANCE,
+    KEEP_RATIO,
+    LOCATOR_STRIDE,
+    MIN_DUCT_VOXELS,
+    MIN_TUMOR_VOXELS,
+    MODES,
+    PATCH_SIZE,
+    ROI_MARGIN_MM,
+)
 
 #: 512 x 512 x 1,200 voxels: a whole-body scan at 0.6 mm is below it; anything larger is refused.
 DEFAULT_MAX_VOXELS = 512 * 512 * 1200
+#: Parameters Triton's Python backend reads itself (its config.pbtxt keys); the models ignore them.
+BACKEND_PARAMS = ("FORCE_CPU_ONLY_INPUT_TENSORS", "EXECUTION_ENV_PATH")
 
 
 @dataclass(frozen=True)
@@ -30,14 +43,33 @@ class ServingParams:
     batch_timeout_s: float = 300.0
     #: Model the dual-phase model sends each phase to.
     pipeline_model: str = contract.PIPELINE_MODEL
+    #: ``roi``: the locator finds the pancreas, the segmenter runs in that box; ``full``: the paper's
+    #: whole-volume sliding window (no locator call).
+    mode: str = DEFAULT_MODE
+    #: Model the ``roi`` mode locator runs on (same patch tensors as the segmenters).
+    locator: str = contract.LOCATOR_MODEL
+    #: ``roi`` mode: margin in mm around the locator's largest pancreas-set component.
+    roi_margin_mm: float = ROI_MARGIN_MM
+    #: ``roi`` mode: the locator's sliding-window stride, in its own (coarse) voxels.
+    locator_stride: int = LOCATOR_STRIDE
 
     def __post_init__(self) -> None:
-        for name in ("stride", "batch_size", "in_flight", "max_voxels"):
+        for name in ("stride", "batch_size", "in_flight", "max_voxels", "locator_stride"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"parameter {name} must be a positive integer, got {v!r}")
-        if self.stride > PATCH_SIZE:
-            raise ValueError(f"parameter stride must be <= {PATCH_SIZE}, got {self.stride}")
+        for name in ("stride", "locator_stride"):
+            if getattr(self, name) > PATCH_SIZE:
+                raise ValueError(f"parameter {name} must be <= {PATCH_SIZE}, got {getattr(self, name)}")
+        if self.mode not in MODES:
+            raise ValueError(f"parameter mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        for name in ("segmenter_arterial", "segmenter_venous", "pipeline_model", "locator"):
+            v = getattr(self, name)
+            if not (isinstance(v, str) and v.strip()):
+                raise ValueError(f"parameter {name} must be a model name, got {v!r}")
+        v = self.roi_margin_mm
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v >= 0):
+            raise ValueError(f"parameter roi_margin_mm must be a finite number of mm >= 0, got {v!r}")
         for name in ("min_tumor_voxels", "min_duct_voxels"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
@@ -78,6 +110,7 @@ class ServingParams:
 
     @classmethod
     def from_model_config(cls, config: dict) -> ServingParams:
-        """Build from a Triton model config dict (``json.loads(args['model_config'])``)."""
+        """Build from a Triton model config dict (``json.loads(args['model_config'])``); the Python
+        backend's own keys (:data:`BACKEND_PARAMS`) are skipped."""
         raw = config.get("parameters") or {}
-        return cls.from_strings({k: v.get("string_value", "") for k, v in raw.items()})
+        return cls.from_strings({k: v.get("string_value", "") for k, v in raw.items() if k not in BACKEND_PARAMS})

@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from s4c import contract
-from s4c.labels import PHASES
 from s4c.serving.drain import ENV as RUN_DIR_ENV
 from s4c.serving.drain import drain as drain_run
 
@@ -42,7 +41,7 @@ ADMIN_HEADER = "s4c-admin-key"
 def grpc_admin_header() -> str:
     """The gRPC metadata key a client sends the admin key under."""
     return f"triton-grpc-protocol-{ADMIN_HEADER}"
-MODELS = (contract.PIPELINE_MODEL, contract.DUAL_PHASE_MODEL, *(contract.segmenter_model(p) for p in PHASES))
+MODELS = (contract.PIPELINE_MODEL, contract.DUAL_PHASE_MODEL, *contract.PATCH_MODELS)
 #: The Python backend's shared-memory pool per stub: CT volumes are tens of MB, the default is 1 MB.
 SHM_DEFAULT_BYTES = 64 * 1024 * 1024
 SHM_GROWTH_BYTES = 64 * 1024 * 1024

@@ -16,7 +16,7 @@ import numpy as np
 
 from s4c import __version__, contract
 from s4c.checkpoint import ModelSpec
-from s4c.inference.pipeline import PhaseResult, run_phase_async
+from s4c.inference.pipeline import PhaseResult, RoiSettings, run_phase_async
 from s4c.inference.sliding_window import BatchTimeout, InferenceCancelled
 from s4c.io import affine_from_spacing
 from s4c.labels import PHASES
@@ -105,24 +105,42 @@ def encode_report(report: dict) -> np.ndarray:
     return np.array([json.dumps(report, allow_nan=False).encode("utf-8")], dtype=np.object_)
 
 
+def _described(models: Mapping[str, SegmenterInfo], name: str, what: str, role: str) -> SegmenterInfo:
+    """The entry ``name`` of ``segmenters.json``, which must hold a model of ``role``."""
+    if name not in models:
+        raise ValueError(f"{what} {name!r} is not described in {SEGMENTERS_FILE} "
+                         f"(has: {', '.join(sorted(models)) or 'nothing'})")
+    info = models[name]
+    if info.spec.role != role:
+        raise ValueError(f"{what} {name!r} holds a {info.spec.role} model, not a {role}")
+    return info
+
+
 class PhasePipeline:
     """The ``s4c`` model's work: check the request, run the sliding window over the phase's
-    segmenter (an async predictor per phase), vote, filter, classify and report."""
+    segmenter (an async predictor per phase), vote, filter, classify and report. In ``roi`` mode
+    the ``locator`` predictor first finds the pancreas and the segmenter runs only in that box."""
 
     def __init__(self, params: ServingParams, segmenters: Mapping[str, SegmenterInfo],
                  predictors: Mapping[str, Callable[[np.ndarray], Awaitable[object]]],
-                 voter_factory: Callable[..., object] | None = None) -> None:
+                 voter_factory: Callable[..., object] | None = None,
+                 locator: Callable[[np.ndarray], Awaitable[object]] | None = None) -> None:
         self.params = params
         self.infos: dict[str, SegmenterInfo] = {}
         for phase in PHASES:
-            name = params.segmenter(phase)
-            if name not in segmenters:
-                raise ValueError(f"segmenter {name!r} for {phase} is not described in {SEGMENTERS_FILE} "
-                                 f"(has: {', '.join(sorted(segmenters)) or 'nothing'})")
-            info = segmenters[name]
+            info = _described(segmenters, params.segmenter(phase), f"{phase} segmenter", "segmenter")
             if info.spec.phase != phase:
-                raise ValueError(f"segmenter {name!r} holds a {info.spec.phase} model, configured for {phase}")
+                raise ValueError(f"segmenter {info.name!r} holds a {info.spec.phase} model, configured for {phase}")
             self.infos[phase] = info
+        self.locator_info: SegmenterInfo | None = None
+        self.locator = None
+        if params.mode == "roi":
+            self.locator_info = _described(segmenters, params.locator, "roi mode locator", "locator")
+            if locator is None:
+                raise ValueError(f"roi mode needs a predictor for the locator model {params.locator!r}")
+            self.locator = (locator, self.locator_info.spec)
+        self.roi = RoiSettings(margin_mm=params.roi_margin_mm, stride=params.locator_stride,
+                               batch_size=params.batch_size)
         self.predictors = dict(predictors)
         self.voter_factory = voter_factory
 
@@ -139,7 +157,8 @@ class PhasePipeline:
         p = self.params
         info = self.infos[phase_name]
         result = await run_phase_async(
-            ct, spacing_t, self.predictors[phase_name], info.spec, stride=p.stride, batch_size=p.batch_size,
+            ct, spacing_t, self.predictors[phase_name], info.spec, mode=p.mode, locator=self.locator, roi=self.roi,
+            stride=p.stride, batch_size=p.batch_size,
             window_kwargs={"in_flight": p.in_flight, "should_stop": should_stop, "batch_timeout_s": p.batch_timeout_s,
                            "voter_factory": self.voter_factory},
             **p.rule_kwargs())
@@ -149,6 +168,9 @@ class PhasePipeline:
         report["input"] = {"shape_zyx": list(ct.shape), "spacing_zyx_mm": list(spacing_t)}
         report["stride"] = p.stride
         report["segmenter"] = info.to_dict()
+        if self.locator_info is not None:
+            report["locator"] = {**self.locator_info.to_dict(), "stride": self.roi.stride,
+                                 "margin_mm": self.roi.margin_mm}
         report["server"] = {"s4c_version": __version__, "pipeline_model": contract.PIPELINE_MODEL}
         report["timings_s"]["total_s"] = round(time.perf_counter() - t0, 4)
         report["phase"] = phase_name

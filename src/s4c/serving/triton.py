@@ -49,8 +49,9 @@ def error_response(pb_utils, exc: BaseException, model: str):
     return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, getattr(pb_utils.TritonError, code)))
 
 
-def bls_segmenter(pb_utils, model_name: str) -> Callable:
-    """An async predictor that sends a (N, 1, 64, 64, 64) float32 batch to ``model_name`` over BLS.
+def bls_segmenter(pb_utils, model_name: str, kind: str = "segmenter") -> Callable:
+    """An async predictor that sends a (N, 1, 64, 64, 64) float32 batch to ``model_name`` over BLS
+    (a phase's segmenter, or the locator: same tensors; ``kind`` names it in errors).
 
     Returns the LABELS output as numpy when it is on the host, or as a torch tensor on the device
     (DLPack, no copy) when the segmenter left it on a GPU.
@@ -61,7 +62,7 @@ def bls_segmenter(pb_utils, model_name: str) -> Callable:
                                             inputs=[pb_utils.Tensor(contract.SEG_INPUT, batch)])
         response = await request.async_exec()
         if response.has_error():
-            raise SegmenterError(f"segmenter {model_name}: {response.error().message()}")
+            raise SegmenterError(f"{kind} {model_name}: {response.error().message()}")
         out = pb_utils.get_output_tensor_by_name(response, contract.SEG_LABELS)
         if out.is_cpu():
             return out.as_numpy()
