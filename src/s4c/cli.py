@@ -65,7 +65,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         run_demo_in_process(args.out, seed=args.seed, models=args.models, stride=args.stride,
                             batch_size=args.batch_size, mode=args.mode, normal=args.normal)
     else:
-        run_demo(args.out, seed=args.seed, models=args.models, repository=args.model_repository)
+        run_demo(args.out, seed=args.seed, models=args.models, repository=args.model_repository, mode=args.mode,
+                 normal=args.normal)
     return 0
 
 

@@ -48,20 +48,33 @@ def _roi_line(phase_report: dict) -> str:
 
 
 def run_demo(out: str | Path, *, seed: int = 7, repository: str | Path = "model_repository",
-             models: str | Path | None = None, shape=(96, 128, 128), spacing=(2.5, 2.5, 2.5), echo=print) -> dict:
-    """Run the demo through a local tritonserver; returns the report (also in ``out/report.json``)."""
-    import json
+             models: str | Path | None = None, shape=(96, 128, 128), spacing=(2.5, 2.5, 2.5), echo=print,
+             mode: str = DEFAULT_MODE, normal: bool = False) -> dict:
+    """Run the demo through a local tritonserver; returns the report (also in ``out/report.json``).
 
-    from s4c.export.repository import export_repository, repository_is_current
+    ``mode`` is the ``s4c`` model's: a repository configured otherwise is copied into ``out`` and
+    exported there in ``mode``, so the demo never rewrites the repository it was given.
+    """
+    import json
+    import shutil
+
+    from s4c.export.repository import configured_mode, export_repository, repository_is_current
     from s4c.serving.client import InferenceClient, infer_case
     from s4c.serving.server import ServerConfig, TritonServer, free_ports
 
     out = Path(out)
     t_all = time.perf_counter()
-    case, inputs = _write_phantom(out, seed, shape, spacing, echo)
+    case, inputs = _write_phantom(out, seed, shape, spacing, echo, abnormal=not normal)
     repository = Path(repository)
-    if not repository_is_current(repository, models):
-        echo(f"exporting the segmenters into {repository}")
+    if configured_mode(repository) != mode:
+        copy = out / f"model_repository_{mode}"
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(repository, copy)
+        echo(f"serving a copy of {repository} in {mode} mode: {copy}")
+        repository = copy
+        export_repository(repository, models=models, mode=mode)
+    elif not repository_is_current(repository, models):
+        echo(f"exporting the segmenters and the locator into {repository}")
         export_repository(repository, models=models)
     grpc, http, metrics = free_ports(3)
     cfg = ServerConfig(repository, grpc_port=grpc, http_port=http, metrics_port=metrics)
@@ -82,6 +95,7 @@ def run_demo(out: str | Path, *, seed: int = 7, repository: str | Path = "model_
         d, r = report["phases"][p], ref[p]
         echo(f"{p:9s} server: abnormal={d['abnormal']!s:5s} tumour={d['tumor_voxels']:6d} duct={d['duct_voxels']:6d} "
              f"| rule on reference labels: abnormal={r.abnormal!s:5s} tumour={r.tumor_voxels:6d}")
+        echo(f"          {_roi_line(d)}")
         for t in sorted(d["tumors"], key=lambda c: -c["voxels"])[:1]:
             echo(f"          largest tumour {t['volume_ml']:.2f} mL at world (x, y, z) "
                  f"{', '.join(f'{v:.1f}' for v in t['centroid_world_xyz_mm'])} mm")

@@ -77,11 +77,14 @@ class PhaseResult:
 
 @dataclass(frozen=True)
 class RoiSettings:
-    """How ``roi`` mode places its box: margin in mm, and the locator's own stride and batch."""
+    """How ``roi`` mode places its box: margin in mm, the locator's own stride and batch, and the
+    fewest segmenter windows per axis (the box is grown, about its centre, to
+    ``64 + (min_windows - 1) * stride`` voxels where it is smaller, so voxels still get a vote)."""
 
     margin_mm: float = ROI_MARGIN_MM
     stride: int = LOCATOR_STRIDE
     batch_size: int = 4
+    min_windows: int = 1
 
     def __post_init__(self) -> None:
         if not (isinstance(self.margin_mm, (int, float)) and math.isfinite(self.margin_mm) and self.margin_mm >= 0):
@@ -176,7 +179,7 @@ async def run_phase_async(ct: np.ndarray, spacing: Sequence[float], predictor: A
     t2 = time.perf_counter()
     full_box: Box = tuple((0, n) for n in work.shape)  # type: ignore[assignment]
     box = full_box if roi_mm is None else mm_to_box(roi_mm, ref_spacing, work.shape)
-    crop = expand_to_window(box, work.shape, PATCH_SIZE)
+    crop = expand_to_window(box, work.shape, PATCH_SIZE + (roi.min_windows - 1) * stride if roi_mm else PATCH_SIZE)
     sub = work if crop == full_box else work[box_slices(crop)]
     voted = await sliding_window_inference_async(sub, predictor, stride=stride, batch_size=batch_size,
                                                  num_classes=spec.num_classes, pad_value=spec.normalization.hu_min,
