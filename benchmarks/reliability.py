@@ -17,7 +17,8 @@
 4. Security defaults: loopback only, model control none, admin protocols refused without the key, no
    PHI (file names, header text) in server logs or reports, output NIfTI without header text.
 
-The fault models (``segmenter_hang``, ``s4c_hang``) live only in the suite's own copy of the repository.
+The fault models (``segmenter_hang``, ``s4c_hang``, and ``s4c_full``: the ``s4c`` model in full mode, slow
+enough to kill mid-request) live only in the suite's own copy of the repository.
 """
 
 from __future__ import annotations
@@ -108,6 +109,15 @@ class Suite:
         infos = json.loads((hang / "1" / "segmenters.json").read_text())
         infos["segmenter_hang"] = infos["segmenter_venous"]
         (hang / "1" / "segmenters.json").write_text(json.dumps(infos))
+        # The whole-volume mode takes long enough per request for a stub to be killed mid-request
+        # (roi mode answers the suite's large case in about a second).
+        full = self.repo / "s4c_full"
+        shutil.copytree(self.repo / "s4c", full, ignore=shutil.ignore_patterns("configs"))
+        text = (self.repo / "s4c" / "config.pbtxt").read_text().replace('name: "s4c"', 'name: "s4c_full"')
+        text = text.replace("count: 2", "count: 1").replace('key: "mode"\n  value: { string_value: "roi" }',
+                                                            'key: "mode"\n  value: { string_value: "full" }')
+        assert 'string_value: "full"' in text
+        (full / "config.pbtxt").write_text(text)
 
     def start(self) -> float:
         (self.work / "key").write_text(self.key)
@@ -298,9 +308,9 @@ class Suite:
 
     def fault_stub_killed(self) -> dict:
         with ThreadPoolExecutor(1) as pool:
-            request = pool.submit(self.attempt, "s4c", self.big, 120)
+            request = pool.submit(self.attempt, "s4c_full", self.big, 120)
             time.sleep(1.5)
-            killed = self.stub_pids("s4c")
+            killed = self.stub_pids("s4c_full")
             for pid in killed:
                 os.kill(pid, signal.SIGKILL)
             t_kill = time.perf_counter()
