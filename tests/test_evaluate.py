@@ -98,3 +98,19 @@ def test_cv_rejects_a_fold_without_normals(tmp_path):
     with pytest.raises(ValueError, match="no normal case"):
         cross_validate(tmp_path, tmp_path / "cv", folds=2, iterations=1, batch_size=1, width=4, progress=False)
     assert not (tmp_path / "cv" / "fold0").exists()
+
+
+def test_cv_roi_mode_trains_a_locator_per_fold(tmp_path):
+    from test_training import tiny_cohort
+
+    tiny_cohort(tmp_path, n_normal=2, n_abnormal=2)
+    report = cross_validate(tmp_path, tmp_path / "cv", folds=2, mode="roi", preset="roi", progress=False,
+                            iterations=1, batch_size=1, width=4, relabel_invisible=False,
+                            locator_kwargs={"iterations": 1, "width": 4, "batch_size": 1})
+    for k in range(2):
+        assert (tmp_path / "cv" / f"fold{k}" / "locator" / "model.pt").exists()
+        assert (tmp_path / "cv" / f"fold{k}" / "arterial" / "model.pt").exists()
+    assert report["mode"] == "roi" and report["preset"] == "roi"
+    cases = json.loads((tmp_path / "cv" / "cases.json").read_text())
+    assert sorted(c["fold"] for c in cases) == [0, 0, 1, 1]
+    assert all(c["arterial"]["mode"] == "roi" for c in cases)

@@ -145,3 +145,82 @@ def test_paper_width_trains_and_exports(tmp_path):
     a = ort.InferenceSession(str(onnx_path)).run([contract.SEG_LABELS], {contract.SEG_INPUT: x})[0]
     b = TorchPredictor.from_checkpoint(ckpt, device="cpu")(x)
     assert (a == b).mean() >= 0.999
+
+
+def test_presets_and_overrides():
+    from s4c.training.train import PRESETS, config_from_preset
+
+    paper = config_from_preset("paper", data="d", phase="arterial", out="o")
+    assert (paper.optimizer, paper.loss, paper.sampling, paper.iterations, paper.batch_size, paper.lr) == (
+        "sgd", "ce", "paper", 80_000, 16, 0.01)
+    roi = config_from_preset("roi", data="d", phase="venous", out="o", iterations=7, lesion_fraction=0.4)
+    assert roi.iterations == 7 and roi.sampling == "roi" and roi.optimizer == "adamw" and roi.relabel_invisible
+    loc = config_from_preset("locator", data="d", out="o")
+    assert loc.role == "locator" and loc.phase == "any" and tuple(loc.spacing) == (5.0, 5.0, 5.0)
+    assert set(PRESETS) == {"paper", "roi", "locator"}
+    with pytest.raises(ValueError, match="phase"):
+        config_from_preset("roi", data="d", out="o")
+    with pytest.raises(ValueError, match="preset"):
+        config_from_preset("fast", data="d", phase="venous", out="o")
+    with pytest.raises(ValueError, match="lesion_fraction"):
+        config_from_preset("paper", data="d", phase="venous", out="o", lesion_fraction=0.5)
+    with pytest.raises(ValueError, match="phase of a segmenter"):
+        config_from_preset("paper", data="d", phase="any", out="o")
+
+
+def test_roi_patches_stay_in_the_jittered_roi(tmp_path):
+    from s4c.training.data import jittered_roi, load_cohort, sample_patch
+
+    tiny_cohort(tmp_path)
+    cases = load_cohort(tmp_path, "arterial")
+    rng = np.random.default_rng(0)
+    case = cases[0]
+    lo, hi = case.pancreas_box()
+    assert tuple(lo) == (6, 8, 6) and tuple(hi) == (18, 20, 24)
+    for _ in range(20):
+        rlo, rhi = jittered_roi(case, rng, margin_mm=4.0, jitter_mm=2.0)
+        # 4 +- 2 mm at 2 mm voxels: 1 to 3 voxels beyond the box on each side, clipped to the volume
+        assert np.all(rlo >= np.maximum(lo - 3, 0)) and np.all(rlo <= lo - 1)
+        assert np.all(rhi <= np.minimum(hi + 3, case.image.shape)) and np.all(rhi >= hi + 1)
+    img, lab, kind = sample_patch(case, rng, -160.0, sampling="roi", roi_margin_mm=4.0, kind="roi")
+    assert kind == "roi" and img.shape == (64, 64, 64) and lab.max() >= 1
+
+
+def test_relabel_invisible_needs_a_phantom_cohort_and_relabels(tmp_path):
+    import json as _json
+
+    from s4c.training.data import load_cohort
+
+    tiny_cohort(tmp_path)
+    with pytest.raises(ValueError, match=r"phantom\.json"):
+        load_cohort(tmp_path, "venous", relabel_invisible=True)
+    cases = [{"case_id": f"c{i}", "tumor": None if i < 2 else {"visible": {"arterial": True, "venous": i == 3}}}
+             for i in range(4)]
+    (tmp_path / "phantom.json").write_text(_json.dumps({"cases": cases}))
+    ven = {c.case_id: c for c in load_cohort(tmp_path, "venous", relabel_invisible=True)}
+    assert ven["c2"].relabelled and not (ven["c2"].labels == 2).any() and len(ven["c2"].lesion_idx) == 0
+    assert not ven["c3"].relabelled and (ven["c3"].labels == 2).any()
+    art = load_cohort(tmp_path, "arterial", relabel_invisible=True)
+    assert not any(c.relabelled for c in art)
+    both = load_cohort(tmp_path, "any", binary=True)
+    assert len(both) == 8 and all(c.labels.max() == 1 for c in both)
+
+
+def test_soft_dice_loss_bounds_and_training_loss():
+    import torch
+
+    from s4c.training.loss import deep_supervision_loss, soft_dice_loss, training_loss
+
+    target = torch.zeros((2, 8, 8, 8), dtype=torch.int64)
+    target[:, 2:6, 2:6, 2:6] = 1
+    target[0, 3:5, 3:5, 3:5] = 2
+    perfect = torch.nn.functional.one_hot(target, 4).permute(0, 4, 1, 2, 3).float() * 50.0
+    # classes 1 and 2 perfect; class 3 is absent and never predicted: its Dice is smooth/smooth = 1
+    assert float(soft_dice_loss(perfect, target)) < 1e-4
+    wrong = torch.roll(perfect, shifts=1, dims=1)
+    assert float(soft_dice_loss(wrong, target)) > 0.99
+    outs = (perfect, perfect, perfect)
+    assert torch.allclose(training_loss(outs, target, "ce"), deep_supervision_loss(outs, target))
+    assert float(training_loss(outs, target, "ce+dice")) >= float(training_loss(outs, target, "ce"))
+    with pytest.raises(ValueError, match="loss"):
+        training_loss(outs, target, "focal")
