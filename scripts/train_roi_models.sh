@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Trains the embedded default models of roi mode (src/s4c/models/default_{locator,arterial,venous}.pt)
+# with the project's own commands on a phantom cohort, on a 2-core CPU: the three runs side by side,
+# one thread each (MODEL_CARD.md states the recipe and every deviation from the paper).
+#   locator:   --preset locator (5 mm, 2 classes, both phases), from scratch
+#   arterial:  --preset roi, warm-started from the previous embedded arterial model (commit 3b3e354)
+#   venous:    --preset roi --lesion-fraction 0.4, warm-started from the previous embedded venous model
+# Snapshots every 400 iterations feed scripts/learning_curve.py; the embedded segmenters are the
+# snapshots chosen on the validation cohort (seed 3), never on the evaluation cohort.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+S4C=.venv/bin/s4c
+RUNS=${RUNS:-build/runs}
+DATA=${DATA:-build/train_roi_cohort}
+[ -f "$DATA/manifest.csv" ] || $S4C phantom --out "$DATA" --normal 60 --abnormal 100 --seed 4
+mkdir -p "$RUNS"
+for phase in arterial venous; do
+  [ -f "$RUNS/init_$phase.pt" ] || git show "3b3e354:src/s4c/models/default_$phase.pt" > "$RUNS/init_$phase.pt"
+done
+$S4C train --preset locator --data "$DATA" --out "$RUNS/locator" --iterations 600 --snapshot-every 200 \
+  --threads 1 --seed 0 --no-progress > "$RUNS/locator.log" 2>&1 &
+$S4C train --preset roi --data "$DATA" --phase arterial --out "$RUNS/roi_arterial" --iterations 2400 \
+  --snapshot-every 400 --threads 1 --seed 0 --init "$RUNS/init_arterial.pt" --no-progress \
+  > "$RUNS/roi_arterial.log" 2>&1 &
+$S4C train --preset roi --data "$DATA" --phase venous --out "$RUNS/roi_venous" --iterations 2000 \
+  --snapshot-every 400 --lesion-fraction 0.4 --threads 1 --seed 0 --init "$RUNS/init_venous.pt" --no-progress \
+  > "$RUNS/roi_venous.log" 2>&1 &
+wait
+echo "runs in $RUNS; choose snapshots with scripts/learning_curve.py on the validation cohort"
