@@ -21,9 +21,11 @@ def main() -> None:
     ap.add_argument("--data", required=True, type=Path)
     ap.add_argument("--locator", required=True, type=Path)
     ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--min-component-fraction", type=float, default=None,
+                    help="also cover components above this share of the largest (default: largest only)")
     args = ap.parse_args()
     pred = TorchPredictor.from_checkpoint(args.locator, device="cpu")
-    study = margin_study(args.data, pred, pred.spec)
+    study = margin_study(args.data, pred, pred.spec, min_component_fraction=args.min_component_fraction)
     args.out.write_text(json.dumps(study, indent=1) + "\n")
     for m, w in zip(study["margins_mm"], study["worst_recall"], strict=True):
         print(f"margin {m:5.1f} mm: worst recall {w:.4f}")

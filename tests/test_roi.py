@@ -186,3 +186,15 @@ def test_roi_mode_on_a_resampled_grid_reports_the_box_on_the_input_grid():
     assert res.decision.abnormal and res.reference_spacing == (2.0, 2.0, 2.0)
     th = res.decision.thresholds
     assert th["min_tumor_ml"] == pytest.approx(40 * 8 / 1000) and th["keep_distance_mm_zyx"] == [54.0] * 3
+
+
+def test_box_of_the_largest_component_and_of_the_large_ones():
+    mask = np.zeros((20, 20, 40), bool)
+    mask[5:10, 5:10, 2:12] = True  # 250 voxels
+    mask[6:9, 6:9, 20:30] = True  # 90 voxels: 36 % of the largest
+    mask[7:8, 7:8, 35:37] = True  # 2 voxels
+    assert largest_component_box(mask) == ((5, 10), (5, 10), (2, 12))
+    assert largest_component_box(mask, 0.2) == ((5, 10), (5, 10), (2, 30))
+    assert largest_component_box(mask, 0.0) == ((5, 10), (5, 10), (2, 37))
+    with pytest.raises(ValueError, match="min_fraction"):
+        largest_component_box(mask, 1.5)

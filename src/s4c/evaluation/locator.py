@@ -25,7 +25,8 @@ MARGINS_MM = tuple(float(m) for m in range(0, 41, 1))
 
 def locator_recall_curve(ct: np.ndarray, spacing: Sequence[float], reference: np.ndarray,
                          predictor: Callable[[np.ndarray], np.ndarray], spec: ModelSpec, *,
-                         margins_mm: Sequence[float] = MARGINS_MM, stride: int | None = None) -> dict:
+                         margins_mm: Sequence[float] = MARGINS_MM, stride: int | None = None,
+                         min_component_fraction: float | None = None) -> dict:
     """The locator's ROI recall of ``reference > 0`` for each margin.
 
     Returns ``{"found": bool, "recall": [per margin]}``; ``recall`` is all 1.0 when the locator finds
@@ -34,7 +35,8 @@ def locator_recall_curve(ct: np.ndarray, spacing: Sequence[float], reference: np
     async def call(batch):
         return predictor(batch)
 
-    settings = RoiSettings(margin_mm=0.0, **({} if stride is None else {"stride": stride}))
+    settings = RoiSettings(margin_mm=0.0, min_component_fraction=min_component_fraction,
+                           **({} if stride is None else {"stride": stride}))
     box_mm, _ = asyncio.run(locate_async(ct, spacing, call, spec, settings=settings))
     mask = reference > 0
     if box_mm is None:
@@ -45,7 +47,8 @@ def locator_recall_curve(ct: np.ndarray, spacing: Sequence[float], reference: np
 
 
 def margin_study(data: str | Path, predictor: Callable[[np.ndarray], np.ndarray], spec: ModelSpec, *,
-                 margins_mm: Sequence[float] = MARGINS_MM, min_recall: float = 0.99) -> dict:
+                 margins_mm: Sequence[float] = MARGINS_MM, min_recall: float = 0.99,
+                 min_component_fraction: float | None = None) -> dict:
     """:func:`locator_recall_curve` over every case and phase of a labelled cohort.
 
     Returns per-case rows, the worst recall at each margin, and the smallest margin at which every
@@ -57,7 +60,8 @@ def margin_study(data: str | Path, predictor: Callable[[np.ndarray], np.ndarray]
         for phase in PHASES:
             vol = load_nifti(entry.path(root, phase))
             ref = as_label_volume(load_nifti(entry.path(root, f"{phase}_label")).array, f"{entry.case_id} {phase}")
-            r = locator_recall_curve(vol.array, vol.spacing, ref, predictor, spec, margins_mm=margins_mm)
+            r = locator_recall_curve(vol.array, vol.spacing, ref, predictor, spec, margins_mm=margins_mm,
+                                     min_component_fraction=min_component_fraction)
             rows.append({"case_id": entry.case_id, "phase": phase, **r})
     worst = [min(r["recall"][i] for r in rows) for i in range(len(margins_mm))]
 

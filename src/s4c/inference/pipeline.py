@@ -42,7 +42,7 @@ from s4c.inference.roi import (
 )
 from s4c.inference.sliding_window import AsyncPredictor, sliding_window_inference_async
 from s4c.inference.tiling import padded_shape, window_origins
-from s4c.labels import DEFAULT_STRIDE, LOCATOR_STRIDE, MODES, PATCH_SIZE, ROI_MARGIN_MM
+from s4c.labels import DEFAULT_STRIDE, KEEP_RATIO, LOCATOR_STRIDE, MODES, PATCH_SIZE, ROI_MARGIN_MM
 from s4c.postprocess import Decision, TumorComponent, classify, fuse
 from s4c.preprocessing import labels_to_grid, needs_resampling, resample_image
 from s4c.validation import check_spacing, check_volume
@@ -85,6 +85,10 @@ class RoiSettings:
     stride: int = LOCATOR_STRIDE
     batch_size: int = 4
     min_windows: int = 1
+    #: None: the box of the locator's largest component only. A fraction: also every component with
+    #: more than that share of the largest one's voxels (default: the paper's 20 % keep ratio, since a
+    #: coarse locator can split a gland in two).
+    min_component_fraction: float | None = KEEP_RATIO
 
     def __post_init__(self) -> None:
         if not (isinstance(self.margin_mm, (int, float)) and math.isfinite(self.margin_mm) and self.margin_mm >= 0):
@@ -121,7 +125,7 @@ async def locate_async(ct: np.ndarray, spacing: Sequence[float], predictor: Asyn
                                                   batch_size=settings.batch_size, num_classes=spec.num_classes,
                                                   pad_value=spec.normalization.hu_min, **(window_kwargs or {}))
     patches = window_count(work.shape, settings.stride)
-    box = largest_component_box(labels > 0)
+    box = largest_component_box(labels > 0, settings.min_component_fraction)
     if timings is not None:
         timings["locator_s"] = time.perf_counter() - t0
     if box is None:

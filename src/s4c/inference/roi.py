@@ -26,20 +26,27 @@ MmBox = tuple[np.ndarray, np.ndarray]
 _EPS = 1e-6
 
 
-def largest_component_box(mask: np.ndarray) -> Box | None:
+def largest_component_box(mask: np.ndarray, min_fraction: float | None = None) -> Box | None:
     """Box of the largest 26-connected component of a boolean (Z, Y, X) ``mask``, or None if empty.
 
     On a size tie the component whose first voxel comes first in raster order wins, as for C_max in
-    :func:`s4c.postprocess.classify`.
+    :func:`s4c.postprocess.classify`. With ``min_fraction``, the box also covers every component with
+    more than that fraction of the largest one's voxels (a gland the locator split in two).
     """
     if mask.ndim != 3:
         raise ValueError(f"mask must be 3-D (Z, Y, X), got shape {mask.shape}")
+    if min_fraction is not None and not 0.0 <= min_fraction <= 1.0:
+        raise ValueError(f"min_fraction must be in [0, 1] or None, got {min_fraction!r}")
     if not mask.any():
         return None
     cc, n = label_components(np.ascontiguousarray(mask, dtype=np.uint8))
     stats = component_stats(cc, n)
     best = 1 + int(np.argmax(stats.counts[1:]))
-    lo, hi = stats.lo[best], stats.hi[best]
+    ids = [best]
+    if min_fraction is not None:
+        ids = [i for i in range(1, n + 1) if i == best or stats.counts[i] > min_fraction * stats.counts[best]]
+    lo = stats.lo[ids].min(axis=0)
+    hi = stats.hi[ids].max(axis=0)
     return tuple((int(a), int(b)) for a, b in zip(lo, hi, strict=True))  # type: ignore[return-value]
 
 
