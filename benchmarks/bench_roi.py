@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import tempfile
 import time
 from pathlib import Path
 
@@ -38,7 +39,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
     ckpts = {p: checkpoint_path(p, args.models) for p in PHASES} | {LOCATOR: locator_path(args.models)}
-    preds = onnx_predictors(ckpts, args.out.parent / "roi_bench_onnx", threads=args.threads)
+    preds = onnx_predictors(ckpts, Path(tempfile.mkdtemp(prefix="s4c_onnx_")), threads=args.threads)
     locator = preds.pop(LOCATOR)
     results = {}
     for name, (shape, spacing) in INPUTS.items():

@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -38,7 +40,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     ckpts = {p: checkpoint_path(p, args.models) for p in PHASES} | {LOCATOR: locator_path(args.models)}
-    preds = onnx_predictors(ckpts, args.out.parent / "grid_onnx", threads=args.threads)
+    preds = onnx_predictors(ckpts, Path(tempfile.mkdtemp(prefix="s4c_onnx_")), threads=args.threads)
     locator = preds.pop(LOCATOR)
     entries = read_manifest(args.data)[: args.cases]
     rows = []
@@ -63,6 +65,11 @@ def main() -> None:
                                                                    for p, r in res.items()}}
         rows.append(row)
         print(e.case_id, {k: v["fused"] for k, v in row.items() if isinstance(v, dict)}, flush=True)
+        _write(args, rows, time.perf_counter() - t0)  # after every case, so a cut-short run keeps its cases
+    print(json.dumps(_write(args, rows, time.perf_counter() - t0)["agreement"], indent=1))
+
+
+def _write(args, rows: list[dict], seconds: float) -> dict:
     agreement = {}
     for target in args.spacings:
         for mode in MODES:
@@ -70,11 +77,11 @@ def main() -> None:
             agreement[f"{target:g}mm_{mode}"] = {"agree": int(sum(same)), "cases": len(same),
                                                  "fraction": float(np.mean(same))}
     out = {"data": str(args.data), "models": str(args.models or "embedded default"), "spacings_mm": args.spacings,
-           "agreement": agreement, "seconds": time.perf_counter() - t0, "machine": platform.processor() or
-           platform.machine(), "cases": rows}
+           "agreement": agreement, "seconds": seconds, "machine": platform.processor() or platform.machine(),
+           "command": "python benchmarks/grid_independence.py " + " ".join(sys.argv[1:]), "cases": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1) + "\n")
-    print(json.dumps(agreement, indent=1))
+    return out
 
 
 if __name__ == "__main__":
