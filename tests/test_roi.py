@@ -198,3 +198,16 @@ def test_box_of_the_largest_component_and_of_the_large_ones():
     assert largest_component_box(mask, 0.0) == ((5, 10), (5, 10), (2, 37))
     with pytest.raises(ValueError, match="min_fraction"):
         largest_component_box(mask, 1.5)
+
+
+def test_locator_recall_curve_with_an_under_segmenting_locator():
+    from s4c.evaluation.locator import locator_recall_curve
+
+    _, lab = _aligned_case()
+    core = np.zeros_like(lab)
+    core[35:89, 35:109, 55:129] = 1  # what the locator sees: the gland 5 voxels short on every side
+    ct = core.astype(np.int16) * 100
+    loc_spec = ModelSpec(width=4, phase="any", num_classes=2, role="locator")
+    r = locator_recall_curve(ct, (1.0, 1.0, 1.0), lab, _label_decoder(2), loc_spec, margins_mm=(0.0, 4.0, 5.0, 9.0))
+    assert r["found"] and r["recall"][0] < r["recall"][1] < 1.0 and r["recall"][2] == r["recall"][3] == 1.0
+    assert r["recall"][0] == pytest.approx(54 * 74 * 74 / (64 * 84 * 84))

@@ -5,7 +5,6 @@ validation cohort (``scripts/choose_roi_margin.py``). Arrays are Z, Y, X.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import numpy as np
 
 from s4c.checkpoint import ModelSpec
 from s4c.data.cohort import read_manifest
-from s4c.inference.pipeline import RoiSettings, locate_async
+from s4c.inference.pipeline import RoiSettings, locate
 from s4c.inference.roi import box_fraction, grow_mm, mm_to_box
 from s4c.io import load_nifti
 from s4c.labels import PHASES
@@ -32,12 +31,9 @@ def locator_recall_curve(ct: np.ndarray, spacing: Sequence[float], reference: np
     Returns ``{"found": bool, "recall": [per margin]}``; ``recall`` is all 1.0 when the locator finds
     nothing, since that phase then falls back to the whole volume.
     """
-    async def call(batch):
-        return predictor(batch)
-
     settings = RoiSettings(margin_mm=0.0, min_component_fraction=min_component_fraction,
                            **({} if stride is None else {"stride": stride}))
-    box_mm, _ = asyncio.run(locate_async(ct, spacing, call, spec, settings=settings))
+    box_mm, _ = locate(ct, spacing, predictor, spec, settings=settings)
     mask = reference > 0
     if box_mm is None:
         return {"found": False, "recall": [1.0] * len(margins_mm)}

@@ -134,6 +134,12 @@ async def locate_async(ct: np.ndarray, spacing: Sequence[float], predictor: Asyn
     return grow_mm(box_to_mm(box, work_spacing), settings.margin_mm, extent), patches
 
 
+def locate(ct: np.ndarray, spacing: Sequence[float], predictor: Callable[[np.ndarray], np.ndarray], spec: ModelSpec,
+           *, settings: RoiSettings = RoiSettings()) -> tuple[MmBox | None, int]:
+    """:func:`locate_async` over a plain (synchronous) predictor, from synchronous code."""
+    return asyncio.run(locate_async(ct, spacing, _as_async(predictor), spec, settings=settings))
+
+
 def _box_on_grid(box: Box, spacing_from: Sequence[float], spacing_to: Sequence[float], shape_to: Sequence[int]) -> Box:
     return mm_to_box(box_to_mm(box, spacing_from), spacing_to, shape_to)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,13 +42,19 @@ class TrainingCase:
     pancreas_idx: np.ndarray  # flat indices of pancreas-set voxels
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
     relabelled: bool = False  # an invisible tumour was relabelled as gland (see relabel_tumor_as_gland)
+    _box: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     def pancreas_box(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """Half-open (lo, hi) voxel corners (z, y, x) of the pancreas set, or None when it is empty."""
+        """Half-open (lo, hi) voxel corners (z, y, x) of the pancreas set, or None when it is empty.
+
+        Computed once per case: every ROI patch of the case asks for it.
+        """
         if len(self.pancreas_idx) == 0:
             return None
-        zyx = np.stack(np.unravel_index(self.pancreas_idx, self.image.shape), axis=1)
-        return zyx.min(axis=0), zyx.max(axis=0) + 1
+        if self._box is None:
+            zyx = np.stack(np.unravel_index(self.pancreas_idx, self.image.shape), axis=1)
+            self._box = (zyx.min(axis=0), zyx.max(axis=0) + 1)
+        return self._box
 
 
 def stratified_folds(entries: Sequence[CaseEntry], folds: int, seed: int = 0) -> list[int]:
