@@ -39,10 +39,10 @@ import numpy as np
 
 from s4c import contract
 from s4c.data.phantom import generate_case
-from s4c.export.repository import export_repository, repository_is_current
 from s4c.inference.predictor import OnnxPredictor
 from s4c.inference.sliding_window import sliding_window_inference
 from s4c.inference.tiling import extract_patches, pad_to_window, padded_shape, window_origins
+from s4c.repository.export import export_repository, repository_is_current
 from s4c.runtime import disable_numpy_hugepage_madvise
 from s4c.serving.client import make_inputs
 from s4c.serving.server import ServerConfig, TritonServer, free_ports, session_processes
@@ -337,8 +337,8 @@ def main() -> None:
     # In-process comparison with MONAI (no server running, same graph with probabilities).
     import onnxruntime as ort_mod
 
-    from s4c.export.onnx import export_onnx
     from s4c.models import checkpoint_path
+    from s4c.repository.onnx import export_onnx
 
     prob_path = export_onnx(checkpoint_path("venous"), ROOT / "build" / "bench" / "venous_prob.onnx",
                             probabilities=True)

@@ -224,7 +224,7 @@ def main() -> None:
     rows = bench_torch(model, device, batches, repeats, compile_too=not args.smoke)
 
     from s4c.checkpoint import save_checkpoint
-    from s4c.export.onnx import export_onnx
+    from s4c.repository.onnx import export_onnx
 
     tmp = Path("build/gpu_bench")
     tmp.mkdir(parents=True, exist_ok=True)

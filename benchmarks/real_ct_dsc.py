@@ -16,10 +16,10 @@ from pathlib import Path
 
 from s4c.evaluation.metrics import dsc
 from s4c.inference.pipeline import run_phase
+from s4c.inference.predictor import load_locator, load_predictors
 from s4c.inference.sliding_window import sliding_window_inference
 from s4c.io import load_nifti
 from s4c.labels import LOCATOR_STRIDE, PHASES
-from s4c.models import load_locator, load_predictors
 from s4c.preprocessing import labels_to_grid, resample_image
 
 PANCREAS_LABEL = 7

@@ -44,8 +44,8 @@ from bad_inputs import write_corpus  # noqa: E402
 from bench_serving import session_rss_bytes  # noqa: E402
 from s4c import contract  # noqa: E402
 from s4c.data.phantom import generate_case  # noqa: E402
-from s4c.export.repository import export_repository  # noqa: E402
 from s4c.io import load_nifti, save_nifti  # noqa: E402
+from s4c.repository.export import export_repository  # noqa: E402
 from s4c.serving.client import make_inputs  # noqa: E402
 from s4c.serving.server import free_ports, grpc_admin_header, stub_models  # noqa: E402
 

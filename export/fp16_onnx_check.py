@@ -25,13 +25,13 @@ def main() -> None:
 
     from s4c import contract
     from s4c.data.cohort import read_manifest
-    from s4c.export.onnx import export_onnx
     from s4c.export.tensorrt import to_fp16_onnx
     from s4c.inference.pipeline import run_phase
     from s4c.inference.predictor import OnnxPredictor
     from s4c.io import load_nifti
     from s4c.labels import PHASES
     from s4c.models import checkpoint_path
+    from s4c.repository.onnx import export_onnx
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, required=True)

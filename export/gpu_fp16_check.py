@@ -39,7 +39,7 @@ def phantom_patches(n: int, seed: int = 0) -> np.ndarray:
 def run(device: str, batches: list[int], repeats: int, patches: int, out: Path | None) -> dict:
     import torch
 
-    from s4c.models import load_predictors
+    from s4c.inference.predictor import load_predictors
 
     predictors = load_predictors(allow_untrained=True, device=device)
     x_all = torch.from_numpy(phantom_patches(patches)).to(device)

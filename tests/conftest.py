@@ -34,8 +34,8 @@ def triton(tmp_path_factory):
     held to the library by one server."""
     import shutil
 
-    from s4c.export.repository import export_repository
-    from s4c.serving.params import DEFAULT_MAX_VOXELS
+    from s4c.repository.export import export_repository
+    from s4c.repository.params import DEFAULT_MAX_VOXELS
     from s4c.serving.server import MODELS, ServerConfig, TritonServer, free_ports
 
     root = tmp_path_factory.mktemp("triton")

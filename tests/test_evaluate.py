@@ -10,7 +10,8 @@ import onnxruntime as ort
 import pytest
 
 from s4c import contract
-from s4c.evaluation.evaluate import cross_validate, evaluate, roc, summarize
+from s4c.evaluation.evaluate import evaluate, roc, summarize
+from s4c.training.cv import cross_validate
 
 
 def test_roc_auc_against_bruteforce():

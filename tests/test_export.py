@@ -13,10 +13,10 @@ import torch
 
 from s4c import contract
 from s4c.checkpoint import ModelSpec, load_checkpoint, save_checkpoint
-from s4c.export.onnx import OPSET, export_onnx, read_spec
-from s4c.export.repository import export_repository
 from s4c.export.tensorrt import _check_profile, build_engine, to_fp16_onnx
 from s4c.network import S4CNet
+from s4c.repository.export import export_repository
+from s4c.repository.onnx import OPSET, export_onnx, read_spec
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +181,7 @@ def test_locator_graph_labels_are_its_argmax(models, tmp_path):
 
 
 def test_repository_mode_is_kept_unless_asked(models, tmp_path):
-    from s4c.export.repository import configured_mode
+    from s4c.repository.export import configured_mode
 
     repo = _layout(tmp_path / "repo")
     assert configured_mode(repo) is None
@@ -253,7 +253,7 @@ def test_repository_needs_the_layout(checkpoint, tmp_path):
 def test_repository_is_current_tracks_checkpoints(models, tmp_path):
     import shutil
 
-    from s4c.export.repository import repository_is_current
+    from s4c.repository.export import repository_is_current
 
     models = Path(shutil.copytree(models, tmp_path / "models"))
     model = S4CNet(width=4).eval()

@@ -93,7 +93,7 @@ def fake_pb_utils():
 
 def _infos(locator_role="locator"):
     from s4c.checkpoint import ModelSpec
-    from s4c.serving.service import SegmenterInfo
+    from s4c.repository.segmenters import SegmenterInfo
 
     infos = {f"segmenter_{p}": SegmenterInfo(f"segmenter_{p}", "1", ModelSpec(width=4, phase=p), "x") for p in
              ("arterial", "venous")}
@@ -106,7 +106,7 @@ def _infos(locator_role="locator"):
 
 def load_s4c_model(monkeypatch, tmp_path, parameters=None, infos=None):
     """model.py of ``s4c`` initialised as Triton would, over a fake pb_utils and a segmenters.json."""
-    from s4c.serving.service import write_segmenters_file
+    from s4c.repository.segmenters import write_segmenters_file
 
     pb = fake_pb_utils()
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", pb)
@@ -180,7 +180,7 @@ def test_internal_error_is_logged_not_returned(s4c_model, monkeypatch):
 
 def test_roi_mode_calls_the_locator_then_the_segmenter_on_the_region(monkeypatch, tmp_path):
     """The committed config's parameters (default mode roi, the locator model) through model.py."""
-    from s4c.serving.configs import parse_parameters
+    from s4c.repository.configs import parse_parameters
 
     config = parse_parameters((REPO / "model_repository" / "s4c" / "config.pbtxt").read_text())
     parameters = {k: v["string_value"] for k, v in config["parameters"].items()}

@@ -72,7 +72,7 @@ MODES = {contract.PIPELINE_MODEL: "roi", FULL_MODEL: "full"}
 
 def in_process(predictors, ct, spacing, phase, mode="roi"):
     """The library on the served graphs with the served parameters (the config defaults)."""
-    from s4c.serving.params import ServingParams
+    from s4c.repository.params import ServingParams
 
     p, loc, sp = predictors[phase], predictors["locator"], ServingParams()
     return run_phase(ct, spacing, p, p.spec, mode=mode, locator=(loc, loc.spec) if mode == "roi" else None,

@@ -19,8 +19,8 @@ from s4c.inference.sliding_window import (
     sliding_window_inference_async,
 )
 from s4c.inference.tiling import window_origins
+from s4c.repository.params import ServingParams
 from s4c.serving.inputs import InvalidInput, check_affine_input, check_ct, check_spacing_input, decode_phase
-from s4c.serving.params import ServingParams
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -252,8 +252,8 @@ def test_params_roi_defaults():
 
 
 def test_committed_configs_are_the_generated_ones():
-    """config.pbtxt is the contract: the committed files must be exactly what s4c.serving.configs renders."""
-    from s4c.serving.configs import repository_configs
+    """config.pbtxt is the contract: the committed files must be exactly what s4c.repository.configs renders."""
+    from s4c.repository.configs import repository_configs
 
     for rel, text in repository_configs().items():
         path = REPO / "model_repository" / rel
@@ -263,7 +263,7 @@ def test_committed_configs_are_the_generated_ones():
 
 def _config_forms() -> dict[str, str]:
     """Every config of every model in every form, as rendered (the default form under 'config')."""
-    from s4c.serving.configs import FORMS, dual_phase_config, patch_model_config, pipeline_config
+    from s4c.repository.configs import FORMS, dual_phase_config, patch_model_config, pipeline_config
 
     out = {"s4c/config": pipeline_config(), "s4c_dual_phase/config": dual_phase_config(),
            **{f"s4c/{f}": pipeline_config(f) for f in FORMS}}
@@ -277,7 +277,7 @@ def test_every_form_of_every_model_is_rendered_and_the_pipeline_ones_load():
     """Each s4c and s4c_dual_phase config's parameters, in the dict Triton hands model.py, are read by
     the models' own reader (ServingParams.from_model_config) without error; the patch models have the
     CPU, onnxruntime and tensorrt forms with their own name."""
-    from s4c.serving.configs import PIPELINE_PARAMS, parse_parameters, pipeline_config
+    from s4c.repository.configs import PIPELINE_PARAMS, parse_parameters, pipeline_config
 
     forms = _config_forms()
     assert {"locator/config", "locator/tensorrt", "locator/onnxruntime", "s4c/config", "s4c/tensorrt",
@@ -301,7 +301,7 @@ def test_every_form_of_every_model_is_rendered_and_the_pipeline_ones_load():
 
 
 def test_locator_forms_match_the_segmenters_but_for_the_name():
-    from s4c.serving.configs import FORMS, locator_config, segmenter_config
+    from s4c.repository.configs import FORMS, locator_config, segmenter_config
 
     for form in (None, *FORMS):
         seg = segmenter_config("venous", form)
@@ -309,7 +309,7 @@ def test_locator_forms_match_the_segmenters_but_for_the_name():
 
 
 def test_repository_configs_in_full_mode():
-    from s4c.serving.configs import parse_parameters, repository_configs
+    from s4c.repository.configs import parse_parameters, repository_configs
 
     roi, full = repository_configs(), repository_configs("full")
     assert set(roi) == set(full)
@@ -321,13 +321,15 @@ def test_repository_configs_in_full_mode():
 
 
 def test_configs_use_the_contract_names():
-    from s4c.serving.configs import dual_phase_config, pipeline_config, segmenter_config
+    from s4c.repository.configs import dual_phase_config, pipeline_config, segmenter_config
 
     text = pipeline_config()
     for name in (contract.CT, contract.SPACING, contract.PHASE, contract.LABELS, contract.ABNORMAL,
                  contract.TUMOR_VOXELS, contract.DUCT_VOXELS, contract.REPORT):
         assert f'name: "{name}"' in text
-    assert "KIND_GPU" in pipeline_config("tensorrt") and "FORCE_CPU_ONLY_INPUT_TENSORS" in pipeline_config("tensorrt")
+    # Labels' placement is asked per BLS request (preferred_memory); this backend key would move inputs only.
+    trt = pipeline_config("tensorrt")
+    assert "KIND_GPU" in trt and "FORCE_CPU_ONLY_INPUT_TENSORS" not in trt
     trt = segmenter_config("arterial", "tensorrt")
     assert 'platform: "tensorrt_plan"' in trt and "dynamic_batching" in trt and "KIND_GPU" in trt
     assert 'backend: "python"' in segmenter_config("venous")
@@ -341,7 +343,7 @@ def test_configs_use_the_contract_names():
 def test_segmenter_max_batch_matches_the_engine_default():
     """The TensorRT profile's maximum (s4c export trt --max-batch default) is the config's max_batch_size."""
     from s4c.cli import build_parser
-    from s4c.serving.configs import SEGMENTER_MAX_BATCH
+    from s4c.repository.configs import SEGMENTER_MAX_BATCH
 
     args = build_parser().parse_args(["export", "trt", "--onnx", "a.onnx", "--out", "b.plan"])
     assert args.max_batch == SEGMENTER_MAX_BATCH

@@ -134,8 +134,8 @@ def test_paper_width_trains_and_exports(tmp_path):
     import onnxruntime as ort
 
     from s4c import contract
-    from s4c.export.onnx import export_onnx
     from s4c.inference.predictor import TorchPredictor
+    from s4c.repository.onnx import export_onnx
 
     tiny_cohort(tmp_path / "data", n_normal=1, n_abnormal=1)
     ckpt = train(TrainConfig(data=str(tmp_path / "data"), phase="venous", out=str(tmp_path / "run"), iterations=1,

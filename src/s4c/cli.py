@@ -108,7 +108,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_cv(args: argparse.Namespace) -> int:
-    from s4c.evaluation.evaluate import cross_validate
+    from s4c.training.cv import cross_validate
 
     overrides = {k: v for k, v in (("iterations", args.iterations), ("batch_size", args.batch_size),
                                    ("width", args.width)) if v is not None}
@@ -132,7 +132,7 @@ def _print_summary(report: dict, out: Path) -> None:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     if args.target == "onnx":
-        from s4c.export.onnx import export_onnx
+        from s4c.repository.onnx import export_onnx
 
         path = export_onnx(args.checkpoint, args.out, probabilities=args.probabilities)
     elif args.target == "trt":
@@ -141,7 +141,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         path = build_engine(args.onnx, args.out, min_batch=args.min_batch, opt_batch=args.opt_batch,
                             max_batch=args.max_batch)
     else:
-        from s4c.export.repository import ENGINE_KEYS, export_repository
+        from s4c.repository.export import ENGINE_KEYS, export_repository
 
         engines = {key: Path(plan) for key, plan in (args.engine or [])}
         bad = sorted(set(engines) - set(ENGINE_KEYS))

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from s4c.data.phantom import generate_case
 from s4c.inference.pipeline import run_case
+from s4c.inference.predictor import load_locator, load_predictors
 from s4c.io import load_nifti, save_nifti
 from s4c.labels import DEFAULT_MODE, DEFAULT_STRIDE, PHASES
-from s4c.models import load_locator, load_predictors
 from s4c.outputs import write_case
 from s4c.postprocess import classify, fuse
 
@@ -58,7 +58,7 @@ def run_demo(out: str | Path, *, seed: int = 7, repository: str | Path = "model_
     import json
     import shutil
 
-    from s4c.export.repository import configured_mode, export_repository, repository_is_current
+    from s4c.repository.export import configured_mode, export_repository, repository_is_current
     from s4c.serving.client import InferenceClient, infer_case
     from s4c.serving.server import ServerConfig, TritonServer, free_ports
 

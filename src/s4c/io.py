@@ -12,6 +12,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from nibabel.openers import ImageOpener
 
 from s4c.validation import check_spacing
 
@@ -48,8 +49,6 @@ def _check_raw_voxel_size(img, path: Path) -> None:
     nibabel quietly replaces zero pixdims by 1 mm on load, which would give a silently wrong grid
     whenever the affine is built from pixdim (no sform).
     """
-    from nibabel.openers import ImageOpener
-
     try:
         with ImageOpener(str(path)) as fh:
             raw = img.header_class.from_fileobj(fh, check=False)

@@ -10,22 +10,9 @@ import numpy as np
 
 from s4c.checkpoint import ModelSpec
 from s4c.inference.pipeline import PhaseResult
-from s4c.io import save_nifti, voxel_to_world
+from s4c.io import save_nifti
+from s4c.report import phase_report
 from s4c.viz import pick_slice, render_panels
-
-
-def phase_report(result: PhaseResult, affine: np.ndarray, spec: ModelSpec) -> dict:
-    """JSON-ready summary of one phase: decision, counts, tumours (voxel and world), mode and ROI
-    (``mode``, ``roi_zyx`` on the input grid, ``patches``: segmenter windows run), timings, model."""
-    d = result.decision.to_dict()
-    for t in d["tumors"]:
-        t["centroid_world_xyz_mm"] = list(voxel_to_world(affine, t["centroid_zyx"]))
-    d.update(result.roi_report())
-    d["timings_s"] = {k: round(v, 4) for k, v in result.timings.items()}
-    d["model"] = {"width": spec.width, "phase": spec.phase, "trained": spec.trained,
-                  "spacing": None if spec.spacing is None else list(spec.spacing),
-                  "git_revision": spec.git_revision}
-    return d
 
 
 def write_case(out_dir: str | Path, abnormal: bool, results: Mapping[str, PhaseResult],

@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
+
 _DEFRAG = Path("/sys/kernel/mm/transparent_hugepage/defrag")
 
 
@@ -31,8 +33,6 @@ def disable_numpy_hugepage_madvise() -> bool:
 
     Returns the previous setting. Respects an explicit ``NUMPY_MADVISE_HUGEPAGE`` in the environment.
     """
-    import numpy as np
-
     if "NUMPY_MADVISE_HUGEPAGE" in os.environ:
         return os.environ["NUMPY_MADVISE_HUGEPAGE"] != "0"
     legacy = int(np.__version__.split(".")[0]) < 2

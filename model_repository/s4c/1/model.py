@@ -14,11 +14,12 @@ import triton_python_backend_utils as pb_utils
 
 from s4c import contract
 from s4c.labels import PHASES
+from s4c.repository.params import ServingParams
+from s4c.repository.segmenters import SEGMENTERS_FILE, read_segmenters_file
 from s4c.runtime import disable_numpy_hugepage_madvise
 from s4c.serving import triton
 from s4c.serving.drain import InflightTracker
-from s4c.serving.params import ServingParams
-from s4c.serving.service import SEGMENTERS_FILE, PhasePipeline, read_segmenters_file
+from s4c.serving.service import PhasePipeline
 
 
 class TritonPythonModel:

@@ -1,4 +1,5 @@
-"""``s4c evaluate`` and ``s4c cv``: the S4C pipeline on a labelled cohort, per phase and fused.
+"""``s4c evaluate``: the S4C pipeline on a labelled cohort, per phase and fused (``s4c cv`` trains the
+folds with :mod:`s4c.training.cv` and scores them here).
 
 Per case and phase: run the pipeline, keep the decision, the kept tumour/duct voxel counts and the
 DSCs of the pancreas set {1, 2, 3} and of the tumour against the reference labels. Then
@@ -16,18 +17,21 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from s4c.data.cohort import CaseEntry, read_manifest
 from s4c.data.phantom import PHANTOM_JSON
-from s4c.evaluation.metrics import detection_stats, dsc, mean_dsc
+from s4c.evaluation.metrics import DetectionStats, detection_stats, dsc, mean_dsc
 from s4c.evaluation.tables import Table1Row, Table2Row, render_table1, render_table2
 from s4c.inference.pipeline import RoiSettings, run_phase
+from s4c.inference.predictor import OnnxPredictor
 from s4c.inference.roi import box_fraction
 from s4c.io import load_nifti
 from s4c.labels import DEFAULT_MODE, DUCT, MIN_DUCT_VOXELS, MIN_TUMOR_VOXELS, MODES, PHASES, ROI_MARGIN_MM, TUMOR
 from s4c.models import checkpoint_path, locator_path
-from s4c.training.plot import plot_curve
+from s4c.repository.onnx import export_onnx
 from s4c.validation import as_label_volume
+from s4c.viz import plot_curve
 
 Predictors = Mapping[str, tuple[Callable[[np.ndarray], np.ndarray], object]]
 #: Key of the locator among the exported models.
@@ -127,8 +131,6 @@ def summarize(cases: Sequence[dict], *, min_duct_voxels: int = MIN_DUCT_VOXELS) 
 
 def render_report_md(report: dict, method: str = "S4C") -> str:
     """Markdown with the paper's Table 1 and Table 2 layouts."""
-    from s4c.evaluation.metrics import DetectionStats
-
     def stats(d: dict) -> DetectionStats:
         return DetectionStats(d["n_abnormal"], d["n_normal"], d["misses"], d["wrong_calls"])
 
@@ -201,7 +203,7 @@ def evaluate(data: str | Path, out: str | Path, *, models: str | Path | None = N
     locator = predictors.pop(LOCATOR, None)
     roi = RoiSettings(margin_mm=roi_margin_mm)
     t = time.perf_counter()
-    cases = _run_cases(root, entries, predictors, stride, batch_size, progress, mode=mode, locator=locator, roi=roi)
+    cases = run_cases(root, entries, predictors, stride, batch_size, progress, mode=mode, locator=locator, roi=roi)
     seconds = time.perf_counter() - t
     visibility = phantom_tumor_visibility(root)
     for c in cases:
@@ -224,9 +226,6 @@ def phantom_tumor_visibility(root: str | Path) -> dict[str, dict[str, bool]]:
 
 def onnx_predictors(checkpoints: Mapping[str, Path], workdir: Path, *, threads: int | None = None) -> dict:
     """{phase: (OnnxPredictor, spec)} for {phase: checkpoint}, exported to ONNX into ``workdir``."""
-    from s4c.export.onnx import export_onnx
-    from s4c.inference.predictor import OnnxPredictor
-
     out = {}
     for phase, ckpt in checkpoints.items():
         if not Path(ckpt).exists():
@@ -237,52 +236,9 @@ def onnx_predictors(checkpoints: Mapping[str, Path], workdir: Path, *, threads: 
     return out
 
 
-def cross_validate(data: str | Path, out: str | Path, *, folds: int = 4, seed: int = 0, stride: int = 20,
-                   eval_batch_size: int = 8, threads: int | None = None, progress: bool = True,
-                   mode: str = "full", preset: str = "paper", roi_margin_mm: float = ROI_MARGIN_MM,
-                   locator_kwargs: Mapping | None = None, **train_kwargs) -> dict:
-    """Train folds x phases (and, in ``roi`` mode, a locator per fold), then evaluate every case
-    exactly once, with the models of the fold that held it out. Folds are stratified by diagnosis and
-    split by case (both phases together). ``train_kwargs`` override the segmenters' ``preset``,
-    ``locator_kwargs`` the locator preset."""
-    from s4c.training.data import check_fold, stratified_folds
-    from s4c.training.train import config_from_preset, train
-
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    root, out = Path(data), Path(out)
-    entries = read_manifest(root)
-    if not entries:
-        raise ValueError(f"{root / 'manifest.csv'} lists no cases")
-    fold_of = stratified_folds(entries, folds, seed)
-    for k in range(folds):  # every fold is checked before any training starts
-        check_fold(entries, fold_of, k, folds)
-    common = {"data": str(root), "folds": folds, "seed": seed, "threads": threads}
-    cases: list[dict] = []
-    for k in range(folds):
-        ckpts = {}
-        for phase in PHASES:
-            cfg = config_from_preset(preset, **common, phase=phase, out=str(out / f"fold{k}" / phase), fold=k,
-                                     **train_kwargs)
-            ckpts[phase] = train(cfg, progress=progress)
-        if mode == "roi":
-            cfg = config_from_preset("locator", **common, out=str(out / f"fold{k}" / LOCATOR), fold=k,
-                                     **dict(locator_kwargs or {}))
-            ckpts[LOCATOR] = train(cfg, progress=progress)
-        predictors = onnx_predictors(ckpts, out / f"fold{k}" / "onnx", threads=threads)
-        locator = predictors.pop(LOCATOR, None)
-        held_out = [e for e, f in zip(entries, fold_of, strict=True) if f == k]
-        for c in _run_cases(root, held_out, predictors, stride, eval_batch_size, progress, mode=mode,
-                            locator=locator, roi=RoiSettings(margin_mm=roi_margin_mm)):
-            cases.append({**c, "fold": k})
-    return write_reports(out, cases, {"data": str(root), "folds": folds, "seed": seed, "stride": stride,
-                                      "mode": mode, "preset": preset, "train": train_kwargs})
-
-
-def _run_cases(root, entries, predictors, stride, batch_size, progress, **kwargs) -> list[dict]:
+def run_cases(root, entries, predictors, stride, batch_size, progress, **kwargs) -> list[dict]:
+    """evaluate_case over ``entries`` (with a progress bar when ``progress``)."""
     it = entries
     if progress:
-        from tqdm import tqdm
-
         it = tqdm(entries, desc="evaluate", unit="case")
     return [evaluate_case(root, e, predictors, stride=stride, batch_size=batch_size, **kwargs) for e in it]

@@ -19,17 +19,25 @@ from pathlib import Path
 
 from s4c import contract
 from s4c.checkpoint import sha256_file
+from s4c.repository.onnx import check_tensorrt_types
 
 
 def to_fp16_onnx(onnx_in: str | Path, onnx_out: str | Path) -> Path:
     """Convert an exported segmenter to FP16 weights and compute, keeping FP32 input and uint8/FP32
-    outputs, as TensorRT 11 needs for an FP16 engine."""
-    import onnx
+    outputs, as TensorRT 11 needs for an FP16 engine. The result passes the onnx checker and
+    :func:`s4c.repository.onnx.check_tensorrt_types`."""
+    import onnx  # export extras
     from onnxconverter_common import float16
 
     model = onnx.load(str(onnx_in))
-    fp16 = float16.convert_float_to_float16(model, keep_io_types=True)
+    # The labels' INT64 -> FLOAT cast after ArgMax stays as it is: converted, the tool retypes its output
+    # FLOAT16 but leaves the cast's 'to' FLOAT (a graph ONNX Runtime refuses to load); kept, it adds a
+    # FLOAT -> FLOAT16 cast and the last cast to UINT8 is from FLOAT16, as TensorRT allows.
+    argmax = {o for n in model.graph.node if n.op_type == "ArgMax" for o in n.output}
+    keep = [n.name for n in model.graph.node if n.op_type == "Cast" and n.input[0] in argmax]
+    fp16 = float16.convert_float_to_float16(model, keep_io_types=True, node_block_list=keep)
     onnx.checker.check_model(fp16)
+    check_tensorrt_types(fp16)
     out = Path(onnx_out)
     onnx.save(fp16, str(out))
     return out

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from s4c.inference import _kernels
+from s4c.inference.tiling import max_coverage
 from s4c.labels import BACKGROUND, DUCT, PANCREAS, TUMOR
 
 #: Tie order for the 4-class S4C labels, first wins.
@@ -134,8 +135,6 @@ class LabelVoter(_StreamingVoter):
                  coverage: int | None = None) -> None:
         super().__init__(shape, window, tie_priority, num_classes)
         if coverage is None:
-            from s4c.inference.tiling import max_coverage
-
             coverage = max_coverage(self.shape, window, stride)
         self.word, self.lane = choose_word(num_classes, coverage)
         if backend == "auto":

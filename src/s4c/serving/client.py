@@ -7,17 +7,21 @@ failures (UNAVAILABLE) are retried with back-off; every call has a deadline; TLS
 
 from __future__ import annotations
 
+import csv
 import json
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from s4c import contract
+from s4c.data.cohort import read_manifest
 from s4c.labels import PHASES
-from s4c.serving.scans import Scan, save_labels
+from s4c.serving.scans import Scan, ScanError, read_scan, save_labels
 
 
 class ClientError(RuntimeError):
@@ -166,8 +170,6 @@ def write_answer(out: str | Path, scans: Mapping[str, Scan], answer: CaseAnswer)
 
 def infer_case(client: InferenceClient, paths: Mapping[str, Path], out: str | Path) -> tuple[CaseAnswer, dict]:
     """Read the scans (``phase -> path``; one phase or both), infer, write; returns (answer, paths)."""
-    from s4c.serving.scans import read_scan
-
     scans = {phase: read_scan(path) for phase, path in paths.items()}
     if set(scans) == set(PHASES):
         answer = client.infer_dual(scans["arterial"], scans["venous"])
@@ -190,12 +192,6 @@ def infer_cohort(client: InferenceClient, manifest: str | Path, out: str | Path,
     Writes ``out/<case_id>/`` per case and ``out/summary.csv``; a failed case is a row with its error,
     not the end of the run. Returns the summary rows.
     """
-    import csv
-    from concurrent.futures import ThreadPoolExecutor, as_completed
-
-    from s4c.data.cohort import read_manifest
-    from s4c.serving.scans import ScanError
-
     manifest = Path(manifest)
     root = manifest.parent if manifest.is_file() else manifest
     entries = read_manifest(manifest)
@@ -218,8 +214,6 @@ def infer_cohort(client: InferenceClient, manifest: str | Path, out: str | Path,
     rows = []
     bar = None
     if progress:
-        from tqdm import tqdm
-
         bar = tqdm(total=len(entries), desc="cases", unit="case")
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         for future in as_completed([pool.submit(one, e) for e in entries]):

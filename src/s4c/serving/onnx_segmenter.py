@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from s4c import contract
+from s4c.runtime import disable_numpy_hugepage_madvise
 
 
 class OnnxSegmenterModel:
@@ -18,8 +19,6 @@ class OnnxSegmenterModel:
     def initialize(self, args: dict) -> None:
         import onnxruntime as ort
         import triton_python_backend_utils as pb_utils
-
-        from s4c.runtime import disable_numpy_hugepage_madvise
 
         disable_numpy_hugepage_madvise()
         self.pb_utils = pb_utils

@@ -23,11 +23,16 @@ import sys
 import sysconfig
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from s4c import contract
+from s4c.export.tensorrt import ensure_engines
+from s4c.repository.configs import SEGMENTER_MAX_BATCH
+from s4c.repository.export import export_repository, repository_is_current
 from s4c.serving.drain import ENV as RUN_DIR_ENV
 from s4c.serving.drain import drain as drain_run
 
@@ -98,7 +103,7 @@ class TritonInstall:
 def find_tritonserver() -> TritonInstall:
     """The nvidia-pytriton wheel's server, else a system install (/opt/tritonserver), else an error."""
     try:
-        import pytriton
+        import pytriton  # the serving extra (nvidia-pytriton wheel); absent in an NGC image
 
         root = Path(pytriton.__file__).resolve().parent / "tritonserver"
         ver = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -245,9 +250,6 @@ class TritonServer:
 
     def _ready(self, path: str) -> bool:
         """GET a readiness endpoint over the loopback HTTP port (plain HTTP whether gRPC uses TLS or not)."""
-        import urllib.error
-        import urllib.request
-
         try:
             with urllib.request.urlopen(f"http://{self.config.local_host}:{self.config.http_port}{path}",
                                         timeout=5) as r:
@@ -335,16 +337,11 @@ def serve(config: ServerConfig, *, models: str | Path | None = None, build_engin
     polled, and when a model stays not ready (or the server dies) the server is stopped and started
     again, up to ``max_restarts`` times.
     """
-    from s4c.export.repository import export_repository, repository_is_current
-
     repo = Path(config.repository)
     if not repository_is_current(repo, models):
         echo(f"exporting the segmenters into {repo} ...")
         export_repository(repo, models=models)
     if build_engines:
-        from s4c.export.tensorrt import ensure_engines
-        from s4c.serving.configs import SEGMENTER_MAX_BATCH
-
         ensure_engines(repo, max_batch=SEGMENTER_MAX_BATCH, log=echo)
     server = TritonServer(config)
 

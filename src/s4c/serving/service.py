@@ -10,25 +10,20 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from s4c import __version__, contract
-from s4c.checkpoint import ModelSpec
 from s4c.inference.pipeline import PhaseResult, RoiSettings, run_phase_async
 from s4c.inference.sliding_window import BatchTimeout, InferenceCancelled
 from s4c.io import affine_from_spacing
 from s4c.labels import PHASES
-from s4c.outputs import phase_report
 from s4c.postprocess import fuse
+from s4c.report import phase_report
+from s4c.repository.params import ServingParams
+from s4c.repository.segmenters import SEGMENTERS_FILE, SegmenterInfo
 from s4c.serving.drain import ServerDraining
 from s4c.serving.inputs import InvalidInput, check_affine_input, check_ct, check_spacing_input, decode_phase
-from s4c.serving.params import ServingParams
-
-#: Written by ``s4c export repository`` next to the pipeline model: what each segmenter is.
-SEGMENTERS_FILE = "segmenters.json"
-
 
 class SegmenterError(RuntimeError):
     """The segmenter model answered a batch with an error."""
@@ -45,41 +40,6 @@ def error_code(exc: BaseException) -> str | None:
         if isinstance(exc, kind):
             return code
     return None
-
-
-@dataclass(frozen=True)
-class SegmenterInfo:
-    """A segmenter model as the pipeline sees it: its Triton name, version and the model it holds."""
-
-    name: str
-    version: str
-    spec: ModelSpec
-    onnx_sha256: str
-    checkpoint_sha256: str = ""
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "version": self.version, "onnx_sha256": self.onnx_sha256,
-                "checkpoint_sha256": self.checkpoint_sha256, "width": self.spec.width, "trained": self.spec.trained,
-                "git_revision": self.spec.git_revision}
-
-
-def write_segmenters_file(path: str | Path, infos: Mapping[str, SegmenterInfo]) -> Path:
-    path = Path(path)
-    blob = {name: {"version": i.version, "onnx_sha256": i.onnx_sha256, "checkpoint_sha256": i.checkpoint_sha256,
-                   "spec": i.spec.to_dict()}
-            for name, i in infos.items()}
-    path.write_text(json.dumps(blob, indent=2, sort_keys=True) + "\n")
-    return path
-
-
-def read_segmenters_file(path: str | Path) -> dict[str, SegmenterInfo]:
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: run `s4c export repository --out {path.parent.parent}` first")
-    blob = json.loads(path.read_text())
-    return {name: SegmenterInfo(name, str(d["version"]), ModelSpec.from_dict(d["spec"]), d["onnx_sha256"],
-                                d.get("checkpoint_sha256", ""))
-            for name, d in blob.items()}
 
 
 @dataclass(frozen=True)

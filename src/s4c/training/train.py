@@ -25,13 +25,16 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
-from s4c.checkpoint import ROLES, ModelSpec, git_revision, save_checkpoint
+from s4c.checkpoint import ROLES, ModelSpec, git_revision, load_checkpoint, save_checkpoint
+from s4c.data.cohort import read_manifest
+from s4c.io import load_nifti
 from s4c.labels import ANY_PHASE, LOCATOR_SPACING, NUM_CLASSES, PATCH_SIZE, PHASES, ROI_MARGIN_MM
 from s4c.preprocessing import Normalization
 from s4c.training.data import SAMPLINGS, augment, load_cohort, sample_patch
 from s4c.training.loss import DEEP_SUPERVISION_WEIGHTS, LOSSES, training_loss
-from s4c.training.plot import plot_curve
+from s4c.viz import plot_curve
 
 OPTIMIZERS = ("sgd", "adamw")
 
@@ -131,9 +134,9 @@ def poly_lr(base: float, iteration: int, total: int, power: float) -> float:
 
 def train(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None] = print) -> Path:
     """Train one phase model; returns the path of ``model.pt``. Resumes when ``state.pt`` exists."""
-    import torch
+    import torch  # the torch extra: the rest of the package imports without it
 
-    from s4c.network import S4CNet
+    from s4c.network import S4CNet  # imports torch
 
     out = Path(cfg.out)
     spacing = tuple(cfg.spacing) if cfg.spacing is not None else first_spacing(cfg.data, cfg.phase)
@@ -162,8 +165,6 @@ def train(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None]
         opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     rng = np.random.default_rng(cfg.seed)
     if cfg.init is not None:
-        from s4c.checkpoint import load_checkpoint
-
         init_model, init_spec = load_checkpoint(cfg.init)
         if (init_spec.width, init_spec.num_classes) != (cfg.width, num_classes):
             raise ValueError(f"--init checkpoint has width {init_spec.width} and {init_spec.num_classes} classes, "
@@ -194,8 +195,6 @@ def train(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None]
         writer.writerow(["iteration", "loss", "lr", "seconds"])
     bar = None
     if progress:
-        from tqdm import tqdm
-
         bar = tqdm(total=cfg.iterations, initial=start, desc=f"train {cfg.phase}", unit="it")
     model.train()
     t_start = time.perf_counter()
@@ -252,9 +251,6 @@ def train(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None]
 def first_spacing(data: str | Path, phase: str) -> tuple[float, float, float]:
     """The voxel spacing of the first case's ``phase`` image (arterial for ``"any"``): the working
     spacing when none is given."""
-    from s4c.data.cohort import read_manifest
-    from s4c.io import load_nifti
-
     root = Path(data)
     entries = read_manifest(root)
     if not entries:
@@ -264,7 +260,7 @@ def first_spacing(data: str | Path, phase: str) -> tuple[float, float, float]:
 
 
 def _save(out: Path, model, opt, rng, iteration: int, spec: ModelSpec) -> None:
-    import torch
+    import torch  # the torch extra
 
     # Write then rename, so an interrupted save never leaves a truncated state behind.
     tmp = out / "state.pt.tmp"

@@ -1,4 +1,5 @@
-"""The ``parameters`` of the pipeline models' ``config.pbtxt``, parsed and checked once at model load."""
+"""The ``parameters`` of the pipeline models' ``config.pbtxt``, parsed and checked once at model load
+(rendered beside them by :mod:`s4c.repository.configs`)."""
 
 from __future__ import annotations
 
@@ -21,8 +22,10 @@ from s4c.labels import (
 
 #: 512 x 512 x 1,200 voxels: a whole-body scan at 0.6 mm is below it; anything larger is refused.
 DEFAULT_MAX_VOXELS = 512 * 512 * 1200
-#: Parameters Triton's Python backend reads itself (its config.pbtxt keys); the models ignore them.
-BACKEND_PARAMS = ("FORCE_CPU_ONLY_INPUT_TENSORS", "EXECUTION_ENV_PATH")
+#: A ``parameters`` key that Triton's Python backend reads itself and the models ignore: a deployment
+#: may point the stub at a packed environment (python_backend README, "Using Custom Python Execution
+#: Environments"). None of the generated configs set it.
+BACKEND_PARAMS = ("EXECUTION_ENV_PATH",)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ The layout (the ``model.py`` of each Python-backend model) is the committed ``mo
 This writes into it, for each phase, ``segmenter_<phase>/1/model.onnx`` exported from the phase's
 checkpoint, ``locator/1/model.onnx`` from the ``roi`` mode locator's checkpoint (and ``model.plan``
 for each when an engine is given), ``s4c/1/segmenters.json`` describing them, and every
-``config.pbtxt`` / ``configs/<form>.pbtxt`` from :mod:`s4c.serving.configs`, with the ``s4c`` model's
+``config.pbtxt`` / ``configs/<form>.pbtxt`` from :mod:`s4c.repository.configs`, with the ``s4c`` model's
 ``mode`` parameter set as asked.
 """
 
@@ -15,7 +15,12 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from s4c import contract
+from s4c.checkpoint import load_checkpoint, sha256_file
 from s4c.labels import DEFAULT_MODE, MODES, PHASES
+from s4c.models import checkpoint_path, locator_path
+from s4c.repository.configs import parse_parameters, repository_configs
+from s4c.repository.onnx import export_onnx, read_spec
+from s4c.repository.segmenters import SEGMENTERS_FILE, SegmenterInfo, read_segmenters_file, write_segmenters_file
 
 #: Files the layout must already hold (the Python-backend code).
 LAYOUT = tuple(f"{m}/1/model.py" for m in (contract.PIPELINE_MODEL, contract.DUAL_PHASE_MODEL,
@@ -41,8 +46,6 @@ def check_layout(root: str | Path) -> Path:
 def configured_mode(root: str | Path) -> str | None:
     """The ``mode`` parameter of ``root``'s ``s4c`` config as written there, or None when there is no
     config, it has no mode (one from before ``roi`` mode) or not a known one."""
-    from s4c.serving.configs import parse_parameters
-
     try:
         text = (Path(root) / contract.PIPELINE_MODEL / "config.pbtxt").read_text()
     except (OSError, UnicodeDecodeError):
@@ -52,9 +55,7 @@ def configured_mode(root: str | Path) -> str | None:
 
 
 def write_configs(root: str | Path, mode: str = DEFAULT_MODE) -> list[Path]:
-    """Write every config file of :func:`s4c.serving.configs.repository_configs` under ``root``."""
-    from s4c.serving.configs import repository_configs
-
+    """Write every config file of :func:`s4c.repository.configs.repository_configs` under ``root``."""
     paths = []
     for rel, text in repository_configs(mode).items():
         path = Path(root) / rel
@@ -66,8 +67,6 @@ def write_configs(root: str | Path, mode: str = DEFAULT_MODE) -> list[Path]:
 
 def _checkpoints(models: str | Path | None) -> dict[str, Path]:
     """Model name -> checkpoint, for every model of :data:`s4c.contract.PATCH_MODELS`."""
-    from s4c.models import checkpoint_path, locator_path
-
     out = {segmenter_name(p): checkpoint_path(p, models) for p in PHASES}
     out[contract.LOCATOR_MODEL] = locator_path(models)
     return out
@@ -79,10 +78,6 @@ def export_repository(out: str | Path, *, models: str | Path | None = None,
     layout). ``engines`` maps a phase or ``locator`` to a TensorRT plan to install. ``mode`` is the
     ``s4c`` model's mode; None keeps the one ``out``'s config already has (default ``roi``), so a
     re-export after a checkpoint change does not switch a deployment's mode."""
-    from s4c.checkpoint import load_checkpoint, sha256_file
-    from s4c.export.onnx import export_onnx, read_spec
-    from s4c.serving.service import SEGMENTERS_FILE, SegmenterInfo, write_segmenters_file
-
     out = check_layout(out)
     mode = mode or configured_mode(out) or DEFAULT_MODE
     if mode not in MODES:
@@ -119,9 +114,6 @@ def export_repository(out: str | Path, *, models: str | Path | None = None,
 def repository_is_current(root: str | Path, models: str | Path | None = None) -> bool:
     """True when ``root`` holds weights exported from the current checkpoints (by checksum): both
     segmenters and the locator."""
-    from s4c.checkpoint import sha256_file
-    from s4c.serving.service import SEGMENTERS_FILE, read_segmenters_file
-
     root = Path(root)
     try:
         infos = read_segmenters_file(root / contract.PIPELINE_MODEL / "1" / SEGMENTERS_FILE)
