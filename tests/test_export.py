@@ -1,8 +1,12 @@
-"""ONNX export parity, the FP16 graph for TensorRT 11, engine builds (gpu) and the Triton repository."""
+"""ONNX export parity, TensorRT's type rules on every exported graph, the FP16 graph for TensorRT 11, the
+trtexec command lines of TensorRT 10 and 11, engine staleness, engine builds (gpu) and the Triton repository."""
 
 from __future__ import annotations
 
+import json
 import re
+import stat
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +17,19 @@ import torch
 
 from s4c import contract
 from s4c.checkpoint import ModelSpec, load_checkpoint, save_checkpoint
-from s4c.export.tensorrt import _check_profile, build_engine, to_fp16_onnx
+from s4c.export import tensorrt as trt_mod
+from s4c.export.tensorrt import (
+    _check_profile,
+    build_engine,
+    build_engine_trtexec,
+    engine_is_current,
+    parse_trtexec_version,
+    to_fp16_onnx,
+    trtexec_command,
+)
 from s4c.network import S4CNet
 from s4c.repository.export import export_repository
-from s4c.repository.onnx import OPSET, export_onnx, read_spec
+from s4c.repository.onnx import OPSET, check_tensorrt_types, export_onnx, read_spec, tensorrt_type_problems
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +65,8 @@ def test_onnx_graph_contract_and_parity(checkpoint, tmp_path):
     assert ins[contract.SEG_INPUT].type.tensor_type.shape.dim[0].dim_param == "batch"
     assert outs[contract.SEG_LABELS].type.tensor_type.elem_type == onnx.TensorProto.UINT8
     assert read_spec(onnx_path).spacing == (2.5, 2.5, 2.5)
+    assert tensorrt_type_problems(onnx_path) == []
+    assert label_tail(graph) == ["ArgMax", "Cast:FLOAT", "Cast:UINT8"]
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     for n in (1, 3):
         x = hu_batch(n, seed=n)
@@ -71,6 +86,8 @@ def test_fp16_graph_matches_fp32_labels(checkpoint, tmp_path):
     fp32 = export_onnx(path, tmp_path / "m.onnx")
     fp16 = to_fp16_onnx(fp32, tmp_path / "m.fp16.onnx")
     g = onnx.load(str(fp16))
+    assert tensorrt_type_problems(g) == []
+    assert label_tail(g)[-1] == "Cast:UINT8"
     assert g.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # I/O types kept
     assert g.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
     assert any(init.data_type == onnx.TensorProto.FLOAT16 for init in g.graph.initializer)
@@ -78,6 +95,47 @@ def test_fp16_graph_matches_fp32_labels(checkpoint, tmp_path):
     a = ort.InferenceSession(str(fp32)).run([contract.SEG_LABELS], {contract.SEG_INPUT: x})[0]
     b = ort.InferenceSession(str(fp16)).run([contract.SEG_LABELS], {contract.SEG_INPUT: x})[0]
     assert (a == b).mean() >= 0.995
+
+
+def label_tail(graph: onnx.ModelProto) -> list[str]:
+    """The nodes from ArgMax to the LABELS output, as 'ArgMax' and 'Cast:<to type>'."""
+    producer = {o: n for n in graph.graph.node for o in n.output}
+    chain, name = [], contract.SEG_LABELS
+    while name in producer:
+        node = producer[name]
+        to = [onnx.TensorProto.DataType.Name(a.i) for a in node.attribute if a.name == "to"]
+        chain.append(f"{node.op_type}:{to[0]}" if to else node.op_type)
+        if node.op_type == "ArgMax":
+            break
+        name = node.input[0]
+    return chain[::-1]
+
+
+def _cast_graph(src: int, to: int) -> onnx.ModelProto:
+    x = onnx.helper.make_tensor_value_info("x", src, [2])
+    y = onnx.helper.make_tensor_value_info("y", to, [2])
+    node = onnx.helper.make_node("Cast", ["x"], ["y"], to=to, name="c")
+    return onnx.helper.make_model(onnx.helper.make_graph([node], "g", [x], [y]),
+                                  opset_imports=[onnx.helper.make_opsetid("", OPSET)])
+
+
+@pytest.mark.parametrize(("src", "to", "ok"), [
+    (onnx.TensorProto.INT64, onnx.TensorProto.UINT8, False),  # what a bare ArgMax -> uint8 exports as
+    (onnx.TensorProto.INT32, onnx.TensorProto.UINT8, False),
+    (onnx.TensorProto.BOOL, onnx.TensorProto.UINT8, False),
+    (onnx.TensorProto.UINT8, onnx.TensorProto.INT64, False),
+    (onnx.TensorProto.FLOAT, onnx.TensorProto.UINT8, True),
+    (onnx.TensorProto.FLOAT16, onnx.TensorProto.UINT8, True),
+    (onnx.TensorProto.UINT8, onnx.TensorProto.FLOAT, True),
+    (onnx.TensorProto.INT64, onnx.TensorProto.FLOAT, True),  # no UINT8 involved
+])
+def test_tensorrt_uint8_cast_rule(src, to, ok):
+    """TensorRT's DataType::kUINT8: "kUINT8 conversions are only supported for {kFLOAT, kHALF}"."""
+    problems = tensorrt_type_problems(_cast_graph(src, to))
+    assert (problems == []) is ok, problems
+    if not ok:
+        with pytest.raises(ValueError, match="would not build in TensorRT: Cast 'c'"):
+            check_tensorrt_types(_cast_graph(src, to))
 
 
 def test_engine_build_errors_without_tensorrt(tmp_path):
@@ -174,6 +232,7 @@ def test_locator_graph_labels_are_its_argmax(models, tmp_path):
     model, spec = load_checkpoint(models / "default_locator.pt")
     onnx_path = export_onnx(models / "default_locator.pt", tmp_path / "loc.onnx")
     x = hu_batch(2, seed=3)
+    assert tensorrt_type_problems(onnx_path) == []
     labels = ort.InferenceSession(str(onnx_path)).run([contract.SEG_LABELS], {contract.SEG_INPUT: x})[0]
     with torch.inference_mode():
         ref = model(torch.from_numpy(spec.normalization.apply(x))).numpy().argmax(axis=1)
@@ -284,3 +343,140 @@ def test_gpu_fp16_script_smoke_on_cpu():
                          timeout=900, cwd=Path(__file__).resolve().parents[1])
     assert out.returncode == 0, out.stderr
     assert '"label_agreement"' in out.stdout
+
+
+# --- trtexec and engine staleness (TensorRT 10 and 11, on the CPU) --------------------------------------
+
+@pytest.mark.parametrize(("output", "version"), [
+    ("&&&& RUNNING TensorRT.trtexec [TensorRT v100500] [b18] # trtexec --help", "10.5.0"),
+    ("&&&& RUNNING TensorRT.trtexec [TensorRT v101600] [b72] # trtexec --help", "10.16.0"),
+    ("&&&& RUNNING TensorRT.trtexec [TensorRT v110000] [b114] # trtexec --help", "11.0.0"),
+    ("&&&& RUNNING TensorRT.trtexec [TensorRT v8601] [b8] # trtexec", "8.6.1"),
+    ("[I] TensorRT version: 11.1.0\n&&&& RUNNING TensorRT.trtexec [TensorRT v110100]", "11.1.0"),
+    ("no banner", None),
+])
+def test_trtexec_version_strings(output, version):
+    """NV_TENSORRT_VERSION is major*10000 + minor*100 + patch from TensorRT 10 (NvInferRuntimeBase.h)."""
+    assert parse_trtexec_version(output) == version
+
+
+@pytest.mark.parametrize(("version", "fp16_flag"), [("10.5.0", True), ("10.16.0", True), ("11.0.0", False),
+                                                    ("11.1.0", False), ("12.0.0", False)])
+def test_trtexec_command_line_per_tensorrt_version(version, fp16_flag):
+    """TensorRT 11's trtexec has no --fp16 (release/11.0 samples/common/sampleOptions.cpp parses none) and
+    fails on an option it does not know; 10.x still takes it."""
+    cmd = trtexec_command("trtexec", "m.onnx", "m.plan", version, min_batch=1, opt_batch=8, max_batch=16)
+    assert ("--fp16" in cmd) is fp16_flag
+    assert cmd[:3] == ["trtexec", "--onnx=m.onnx", "--saveEngine=m.plan"] and cmd[-1] == "--skipInference"
+    assert "--minShapes=CT_PATCHES:1x1x64x64x64" in cmd and "--maxShapes=CT_PATCHES:16x1x64x64x64" in cmd
+    with pytest.raises(ValueError, match="min-batch"):
+        trtexec_command("trtexec", "m.onnx", "m.plan", version, min_batch=4, opt_batch=2)
+
+
+#: A stand-in trtexec: the --help banner of TensorRT $FAKE_TRT, "Unknown option" (exit 1) for an option
+#: that release does not parse, and a plan that records the graph it was built from.
+FAKE_TRTEXEC = """\
+import json, os, sys
+v = os.environ["FAKE_TRT"]
+major, minor, patch = (int(p) for p in v.split("."))
+print(f"&&&& RUNNING TensorRT.trtexec [TensorRT v{major * 10000 + minor * 100 + patch}] [b1] # trtexec")
+args = dict(a[2:].split("=", 1) if "=" in a else (a[2:], "") for a in sys.argv[1:])
+if "help" in args:
+    sys.exit(0)
+known = {"onnx", "saveEngine", "minShapes", "optShapes", "maxShapes", "skipInference"}
+known |= {"fp16"} if major < 11 else set()
+unknown = sorted(set(args) - known)
+if unknown:
+    print("Unknown option: --" + unknown[0])
+    sys.exit(1)
+print(f"[I] TensorRT version: {v}")
+open(args["saveEngine"], "w").write(json.dumps({"onnx": args["onnx"], "fp16_flag": "fp16" in args}))
+"""
+
+
+@pytest.fixture
+def fake_trtexec(tmp_path, monkeypatch):
+    path = tmp_path / "bin" / "trtexec"
+    path.parent.mkdir()
+    path.write_text(f"#!{sys.executable}\n" + FAKE_TRTEXEC)
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setattr(trt_mod, "_gpu_facts", lambda: {"gpu": "NVIDIA H200", "compute_capability": "9.0"})
+    return path
+
+
+@pytest.mark.parametrize(("version", "fp16_graph"), [("10.5.0", False), ("11.0.0", True)])
+def test_build_engine_trtexec_for_tensorrt_10_and_11(checkpoint, tmp_path, fake_trtexec, monkeypatch, version,
+                                                     fp16_graph):
+    """The command line reaches a trtexec that refuses what its release does not know: TensorRT 10 builds the
+    FP32 graph with --fp16, 11 the FP16 graph (type-linted) without it; the sidecar records the release."""
+    monkeypatch.setenv("FAKE_TRT", version)
+    fp32 = export_onnx(checkpoint[0], tmp_path / "m.onnx")
+    plan = build_engine_trtexec(fp32, tmp_path / "m.plan", trtexec=str(fake_trtexec))
+    built = json.loads(plan.read_text())
+    assert built["fp16_flag"] is not fp16_graph
+    source = Path(built["onnx"])
+    assert (source.name == "m.fp16.onnx") is fp16_graph
+    graph = onnx.load(str(source))
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in graph.graph.initializer) is fp16_graph
+    assert tensorrt_type_problems(graph) == []
+    facts = json.loads((tmp_path / "m.plan.json").read_text())
+    assert (facts["tensorrt_version"], facts["compute_capability"], facts["gpu"]) == (version, "9.0", "NVIDIA H200")
+    assert engine_is_current(plan, fp32, tensorrt_version=version)
+
+
+def test_the_stand_in_rejects_fp16_on_tensorrt_11(fake_trtexec, tmp_path, monkeypatch):
+    """So the test above would catch an --fp16 on TensorRT 11, as the real trtexec fails the build."""
+    import subprocess
+
+    monkeypatch.setenv("FAKE_TRT", "11.0.0")
+    res = subprocess.run([str(fake_trtexec), "--onnx=a.onnx", f"--saveEngine={tmp_path / 'a.plan'}", "--fp16"],
+                         capture_output=True, text=True)
+    assert res.returncode == 1 and "Unknown option: --fp16" in res.stdout
+
+
+def _plan_with_sidecar(tmp_path, monkeypatch, *, version="10.5.0", gpu="NVIDIA H200", cc="9.0"):
+    onnx_path, plan = tmp_path / "model.onnx", tmp_path / "model.plan"
+    onnx_path.write_bytes(b"graph")
+    plan.write_bytes(b"engine")
+    monkeypatch.setattr(trt_mod, "_gpu_facts", lambda: {"gpu": gpu, "compute_capability": cc})
+    trt_mod._write_sidecar(plan, onnx_path, version, "test", (1, 8, 16))
+    return plan, onnx_path
+
+
+def test_engine_staleness_tracks_tensorrt_gpu_and_graph(tmp_path, monkeypatch):
+    """An old plan on a persistent volume after an image upgrade must be rebuilt, not deserialised."""
+    plan, onnx_path = _plan_with_sidecar(tmp_path, monkeypatch)
+    assert engine_is_current(plan, onnx_path, tensorrt_version="10.5.0")
+    assert engine_is_current(plan, onnx_path, tensorrt_version="10.5.0.18")  # the Python package's build suffix
+    assert not engine_is_current(plan, onnx_path, tensorrt_version="10.6.0")  # a newer image
+    assert not engine_is_current(plan, onnx_path, tensorrt_version="11.0.0")
+    monkeypatch.setattr(trt_mod, "current_tensorrt_version", lambda: None)
+    assert not engine_is_current(plan, onnx_path)  # no TensorRT to tell: not known to match
+    monkeypatch.setattr(trt_mod, "_gpu_facts", lambda: {"gpu": "NVIDIA H200", "compute_capability": "10.0"})
+    assert not engine_is_current(plan, onnx_path, tensorrt_version="10.5.0")
+    monkeypatch.setattr(trt_mod, "_gpu_facts", lambda: {"gpu": "NVIDIA L4", "compute_capability": "9.0"})
+    assert not engine_is_current(plan, onnx_path, tensorrt_version="10.5.0")
+    monkeypatch.setattr(trt_mod, "_gpu_facts", lambda: {"gpu": "unknown", "compute_capability": "unknown"})
+    assert not engine_is_current(plan, onnx_path, tensorrt_version="10.5.0")
+    monkeypatch.setattr(trt_mod, "_gpu_facts", lambda: {"gpu": "NVIDIA H200", "compute_capability": "9.0"})
+    onnx_path.write_bytes(b"another graph")
+    assert not engine_is_current(plan, onnx_path, tensorrt_version="10.5.0")
+    (tmp_path / "model.plan.json").write_text("{not json")
+    assert not engine_is_current(plan, onnx_path, tensorrt_version="10.5.0")
+
+
+def test_ensure_engines_rebuilds_after_a_tensorrt_upgrade(models, tmp_path, monkeypatch):
+    repo = export_repository(_layout(tmp_path / "repo"), models=models)
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # import tensorrt -> ImportError: the trtexec path
+    for name in contract.PATCH_MODELS:
+        version = repo / name / "1"
+        _plan_with_sidecar(version, monkeypatch, version="10.5.0")
+        (version / "model.onnx").write_bytes(b"graph")
+    built = []
+    monkeypatch.setattr(trt_mod, "build_engine_trtexec",
+                        lambda onnx_path, plan, max_batch: built.append(plan.parent.parent.name))
+    monkeypatch.setattr(trt_mod, "current_tensorrt_version", lambda: "10.5.0")
+    assert trt_mod.ensure_engines(repo, log=lambda _m: None) == [] and built == []
+    monkeypatch.setattr(trt_mod, "current_tensorrt_version", lambda: "10.6.0")
+    trt_mod.ensure_engines(repo, log=lambda _m: None)
+    assert built == list(contract.PATCH_MODELS)

@@ -13,10 +13,10 @@ import triton_python_backend_utils as pb_utils
 
 from s4c import contract
 from s4c.labels import PHASES
+from s4c.repository.params import ServingParams
 from s4c.runtime import disable_numpy_hugepage_madvise
 from s4c.serving import triton
 from s4c.serving.drain import InflightTracker
-from s4c.repository.params import ServingParams
 from s4c.serving.service import check_dual_inputs, encode_report, fuse_reports
 
 

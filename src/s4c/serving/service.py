@@ -25,6 +25,7 @@ from s4c.repository.segmenters import SEGMENTERS_FILE, SegmenterInfo
 from s4c.serving.drain import ServerDraining
 from s4c.serving.inputs import InvalidInput, check_affine_input, check_ct, check_spacing_input, decode_phase
 
+
 class SegmenterError(RuntimeError):
     """The segmenter model answered a batch with an error."""
 
