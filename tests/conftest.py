@@ -57,9 +57,10 @@ def triton(tmp_path_factory):
         assert old in text, old
         text = text.replace(old, new)
     (full / "config.pbtxt").write_text(text)
+    add_fault_models(repo)
     grpc, http, metrics = free_ports(3)
     config = ServerConfig(repo, grpc_port=grpc, http_port=http, metrics_port=metrics)
-    server = TritonServer(config, log_path=root / "tritonserver.log", models=(*MODELS, FULL_MODEL))
+    server = TritonServer(config, log_path=root / "tritonserver.log", models=(*MODELS, FULL_MODEL, *FAULT_MODELS))
     server.start()
     try:
         server.wait_ready(240)
@@ -72,3 +73,40 @@ def triton(tmp_path_factory):
 SERVER_MAX_VOXELS = 2_000_000
 #: The test server's copy of the ``s4c`` model in full mode.
 FULL_MODEL = "s4c_full"
+#: The test server's models that fail on purpose: a segmenter (tests/models/segmenter_fault.py), a
+#: full-mode ``s4c`` whose arterial segmenter it is, and a dual-phase model over that ``s4c``.
+FAULT_SEGMENTER, FAULT_PIPELINE, FAULT_DUAL = "segmenter_fault", "s4c_fault", "s4c_dual_fault"
+FAULT_MODELS = (FAULT_SEGMENTER, FAULT_PIPELINE, FAULT_DUAL)
+
+
+def _edit(path: Path, *replacements: tuple[str, str]) -> None:
+    text = path.read_text()
+    for old, new in replacements:
+        assert old in text, (path, old)
+        text = text.replace(old, new)
+    path.write_text(text)
+
+
+def add_fault_models(repo: Path) -> None:
+    """Add :data:`FAULT_MODELS` to an exported repository."""
+    import json
+    import shutil
+
+    seg = repo / FAULT_SEGMENTER
+    shutil.copytree(repo / "segmenter_arterial", seg, ignore=shutil.ignore_patterns("configs", "__pycache__", "*.onnx"))
+    shutil.copy2(REPO / "tests" / "models" / "segmenter_fault.py", seg / "1" / "model.py")
+    _edit(seg / "config.pbtxt", ('name: "segmenter_arterial"', f'name: "{FAULT_SEGMENTER}"'))
+    pipe = repo / FAULT_PIPELINE
+    shutil.copytree(repo / "s4c", pipe, ignore=shutil.ignore_patterns("configs", "__pycache__"))
+    mode = 'key: "mode"\n  value: {{ string_value: "{}" }}'
+    _edit(pipe / "config.pbtxt", ('name: "s4c"', f'name: "{FAULT_PIPELINE}"'), ("count: 2", "count: 1"),
+          (mode.format("roi"), mode.format("full")),
+          ('value: { string_value: "segmenter_arterial" }', f'value: {{ string_value: "{FAULT_SEGMENTER}" }}'))
+    described = pipe / "1" / "segmenters.json"
+    blob = json.loads(described.read_text())
+    blob[FAULT_SEGMENTER] = blob["segmenter_arterial"]  # described as the arterial segmenter it stands in for
+    described.write_text(json.dumps(blob, indent=2))
+    dual = repo / FAULT_DUAL
+    shutil.copytree(repo / "s4c_dual_phase", dual, ignore=shutil.ignore_patterns("configs", "__pycache__"))
+    _edit(dual / "config.pbtxt", ('name: "s4c_dual_phase"', f'name: "{FAULT_DUAL}"'),
+          ('value: { string_value: "s4c" }', f'value: {{ string_value: "{FAULT_PIPELINE}" }}'))

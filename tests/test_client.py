@@ -123,3 +123,49 @@ def test_infer_cli_unreachable_server_exits_3(tmp_path, capsys):
 def test_infer_cli_argument_errors(tmp_path, argv, capsys):
     assert main(["infer", *argv, "--out", str(tmp_path)]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("status", "calls", "needle"), [
+    ("StatusCode.INVALID_ARGUMENT", 1, "answered INVALID_ARGUMENT: s4c: SPACING must be > 0"),
+    ("StatusCode.INTERNAL", 1, "answered INTERNAL: s4c: SPACING must be > 0"),
+    ("StatusCode.UNAVAILABLE", 3, "cannot reach the S4C server"),
+])
+def test_client_retries_only_unavailable(status, calls, needle):
+    """Deterministic errors are reported at once with the server's message; UNAVAILABLE is retried
+    (here: ``retries=2``, so 3 calls) and, with nothing listening, named as an unreachable server."""
+    from tritonclient.utils import InferenceServerException
+
+    from s4c.serving.client import ClientError, InferenceClient
+    from s4c.serving.server import free_ports
+
+    (port,) = free_ports(1)
+    seen = []
+
+    def answer():
+        seen.append(1)
+        raise InferenceServerException("s4c: SPACING must be > 0", status=status)
+
+    with InferenceClient(f"127.0.0.1:{port}", retries=2, backoff_s=0.01, timeout_s=5) as client:
+        with pytest.raises(ClientError, match=needle) as err:
+            client._call("s4c venous", answer)
+    assert len(seen) == calls
+    assert "s4c: SPACING must be > 0" in str(err.value)
+
+
+def test_client_names_a_live_but_unavailable_server(monkeypatch):
+    """UNAVAILABLE from a server that is up (queue full, draining) is reported with its message, not as
+    'cannot reach'."""
+    from tritonclient.utils import InferenceServerException
+
+    from s4c.serving.client import ClientError, InferenceClient
+
+    with InferenceClient("127.0.0.1:9", retries=1, backoff_s=0.01, timeout_s=5) as client:
+        monkeypatch.setattr(client.client, "is_server_live", lambda **kw: True)
+
+        def full():
+            raise InferenceServerException("Exceeds maximum queue size", status="StatusCode.UNAVAILABLE")
+
+        with pytest.raises(ClientError) as err:
+            client._call("s4c_dual_phase", full)
+    assert "is unavailable (2 attempts): Exceeds maximum queue size" in str(err.value)
+    assert "cannot reach" not in str(err.value)

@@ -52,27 +52,34 @@ class FakeResponse:
 
 
 class FakeRequest:
-    def __init__(self, tensors, cancelled=False):
-        self.tensors, self.cancelled = {t.name(): t for t in tensors}, cancelled
+    def __init__(self, tensors, cancelled=False, request_id=""):
+        self.tensors, self.cancelled, self.id = {t.name(): t for t in tensors}, cancelled, request_id
 
     def is_cancelled(self):
         return self.cancelled
 
     def request_id(self):
-        return ""
+        return self.id
 
 
 class FakeBls:
     """InferenceRequest stand-in that answers segmenter calls with an oracle (labels from HU) and locator
-    calls with pancreas set / background (HU >= 0); ``calls`` counts the batches each model got."""
+    calls with pancreas set / background (HU >= 0); ``calls`` counts the batches each model got,
+    ``ids`` the request ids they carried; a model in ``fail`` answers that error instead."""
 
     calls: ClassVar[dict] = {}
+    ids: ClassVar[dict] = {}
+    fail: ClassVar[dict] = {}
 
-    def __init__(self, model_name, requested_output_names, inputs):
-        self.model_name, self.inputs = model_name, inputs
+    def __init__(self, model_name, requested_output_names, inputs, request_id=""):
+        self.model_name, self.inputs, self.request_id = model_name, inputs, request_id
 
     async def async_exec(self):
         FakeBls.calls[self.model_name] = FakeBls.calls.get(self.model_name, 0) + 1
+        FakeBls.ids.setdefault(self.model_name, set()).add(self.request_id)
+        if self.model_name in FakeBls.fail:
+            error = FakeBls.fail[self.model_name]
+            return types.SimpleNamespace(has_error=lambda: True, error=lambda: error)
         x = self.inputs[0].as_numpy()
         if self.model_name == contract.LOCATOR_MODEL:
             labels = (x[:, 0] >= 0.0).astype(np.uint8)
@@ -111,6 +118,8 @@ def load_s4c_model(monkeypatch, tmp_path, parameters=None, infos=None):
     pb = fake_pb_utils()
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", pb)
     monkeypatch.setattr(FakeBls, "calls", {})
+    monkeypatch.setattr(FakeBls, "ids", {})
+    monkeypatch.setattr(FakeBls, "fail", {})
     (tmp_path / "1").mkdir(exist_ok=True)
     write_segmenters_file(tmp_path / "1" / "segmenters.json", _infos() if infos is None else infos)
     spec = importlib.util.spec_from_file_location("s4c_model_py", REPO / "model_repository" / "s4c" / "1" / "model.py")
@@ -135,10 +144,10 @@ def _ok_case():
     return ct
 
 
-def _request(ct, spacing=(2.5, 2.5, 2.5), phase=b"venous", cancelled=False):
+def _request(ct, spacing=(2.5, 2.5, 2.5), phase=b"venous", cancelled=False, request_id=""):
     tensors = [FakeTensor(contract.CT, ct), FakeTensor(contract.SPACING, np.asarray(spacing, np.float32)),
                FakeTensor(contract.PHASE, np.array([phase], dtype=np.object_))]
-    return FakeRequest(tensors, cancelled)
+    return FakeRequest(tensors, cancelled, request_id)
 
 
 def test_one_response_per_request_with_errors_in_place(s4c_model):
@@ -218,3 +227,96 @@ def test_roi_mode_refuses_a_config_without_a_locator(monkeypatch, tmp_path, para
              "segmenter as locator": _infos(locator_role="segmenter")}[infos]
     with pytest.raises(ValueError, match=match):
         load_s4c_model(monkeypatch, tmp_path, parameters, infos)
+
+
+# Error codes through BLS: a child's code and message reach the caller unchanged.
+TAG = " [s4c-code:{}]"
+
+
+@pytest.mark.parametrize("tag", [True, False], ids=["tagged", "code()"])
+@pytest.mark.parametrize("code", ["INVALID_ARG", "INTERNAL", "UNAVAILABLE", "CANCELLED"])
+def test_segmenter_error_keeps_its_code_and_message(monkeypatch, tmp_path, code, tag):
+    """A segmenter answering ``code`` makes the s4c response ``code``, with the segmenter's message; the
+    code reaches s4c either as the child's tag (python_backend < 25.04 drops codes) or as code()."""
+    model, _ = load_s4c_model(monkeypatch, tmp_path, {"mode": "full"}, infos=_infos(locator_role=None))
+    message = "segmenter_venous: deliberate failure"
+    FakeBls.fail["segmenter_venous"] = FakeError(message + (TAG.format(code) if tag else ""),
+                                                 "INTERNAL" if tag else code)
+    (resp,) = asyncio.run(model.execute([_request(_ok_case())]))
+    assert resp.error.code() == code
+    assert resp.error.message() == f"s4c: segmenter segmenter_venous: {message}"  # tag stripped, nothing lost
+    assert FakeBls.calls["segmenter_venous"] >= 1
+    assert FakeBls.ids["segmenter_venous"] == {"s4c-internal:segmenter"}  # so our segmenter tags its errors
+
+
+@pytest.mark.parametrize(("message", "code"), [
+    ("Model segmenter_venous - Error when running inference: [request id: s4c-internal:segmenter] Exceeds "
+     "maximum queue size", "UNAVAILABLE"),
+    ("Model segmenter_venous - Error when running inference: 'segmenter_venous' version 1 is not at ready state",
+     "UNAVAILABLE"),
+    ("onnxruntime backend: invalid batch", "INTERNAL"),
+])
+def test_untagged_child_errors_of_triton_core(monkeypatch, tmp_path, message, code):
+    """A child that is not ours (Triton core at submission, another backend) on a python_backend that
+    reports every BLS error as INTERNAL: its transient messages become UNAVAILABLE, the rest stay INTERNAL."""
+    model, _ = load_s4c_model(monkeypatch, tmp_path, {"mode": "full"}, infos=_infos(locator_role=None))
+    FakeBls.fail["segmenter_venous"] = FakeError(message, "INTERNAL")
+    (resp,) = asyncio.run(model.execute([_request(_ok_case())]))
+    assert resp.error.code() == code and message in resp.error.message()
+
+
+def test_locator_error_keeps_its_code(monkeypatch, tmp_path):
+    model, _ = load_s4c_model(monkeypatch, tmp_path, {"mode": "roi"})
+    FakeBls.fail[contract.LOCATOR_MODEL] = FakeError("locator: bad batch" + TAG.format("INVALID_ARG"))
+    (resp,) = asyncio.run(model.execute([_request(_ok_case())]))
+    assert resp.error.code() == "INVALID_ARG" and resp.error.message() == "s4c: locator locator: locator: bad batch"
+    assert "segmenter_venous" not in FakeBls.calls
+
+
+@pytest.mark.parametrize("request_id", ["s4c-internal:venous", "", "user-7"])
+def test_s4c_tags_its_errors_only_for_internal_requests(s4c_model, request_id):
+    """The dual-phase model's calls (internal ids) get the code in the message; a user's never does."""
+    model, _ = s4c_model
+    (bad, internal_error) = asyncio.run(model.execute([_request(_ok_case(), phase=b"delayed", request_id=request_id),
+                                                       _request(_ok_case(), spacing=(0, 1, 1),
+                                                                request_id=request_id)]))
+    internal = request_id.startswith("s4c-internal:")
+    for resp in (bad, internal_error):
+        assert resp.error.code() == "INVALID_ARG"
+        assert resp.error.message().endswith(TAG.format("INVALID_ARG")) is internal
+    assert "delayed" in bad.error.message()
+
+
+def load_dual_model(monkeypatch):
+    pb = fake_pb_utils()
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", pb)
+    monkeypatch.setattr(FakeBls, "calls", {})
+    monkeypatch.setattr(FakeBls, "ids", {})
+    monkeypatch.setattr(FakeBls, "fail", {})
+    path = REPO / "model_repository" / "s4c_dual_phase" / "1" / "model.py"
+    spec = importlib.util.spec_from_file_location("s4c_dual_model_py", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model = module.TritonPythonModel()
+    model.initialize({"model_config": json.dumps({"name": "s4c_dual_phase", "parameters": {}}),
+                      "model_repository": "unused", "model_version": "1", "model_instance_kind": "CPU"})
+    return model
+
+
+def _dual_request():
+    ct, sp = _ok_case(), np.full(3, 2.5, np.float32)
+    return FakeRequest([FakeTensor("ARTERIAL", ct), FakeTensor("VENOUS", ct), FakeTensor("ARTERIAL_SPACING", sp),
+                        FakeTensor("VENOUS_SPACING", sp)])
+
+
+@pytest.mark.parametrize("code", ["INVALID_ARG", "INTERNAL", "UNAVAILABLE"])
+def test_dual_phase_passes_the_pipeline_code_on(monkeypatch, code):
+    """s4c (called with internal ids) answers ``code`` tagged: the dual-phase response has ``code`` and
+    s4c's message, tag stripped."""
+    model = load_dual_model(monkeypatch)
+    FakeBls.fail[contract.PIPELINE_MODEL] = FakeError("s4c: segmenter segmenter_arterial: broken" + TAG.format(code))
+    (resp,) = asyncio.run(model.execute([_dual_request()]))
+    assert resp.error.code() == code
+    assert resp.error.message() in {f"s4c_dual_phase: {p}: s4c: segmenter segmenter_arterial: broken"
+                                    for p in ("arterial", "venous")}
+    assert FakeBls.ids[contract.PIPELINE_MODEL] == {"s4c-internal:arterial", "s4c-internal:venous"}

@@ -347,3 +347,33 @@ def test_segmenter_max_batch_matches_the_engine_default():
 
     args = build_parser().parse_args(["export", "trt", "--onnx", "a.onnx", "--out", "b.plan"])
     assert args.max_batch == SEGMENTER_MAX_BATCH
+
+
+@pytest.mark.parametrize(("message", "code", "want_code", "want_message"), [
+    ("s4c: bad [s4c-code:INVALID_ARG]", "INTERNAL", "INVALID_ARG", "phase: s4c: bad"),  # tag wins (Triton < 2.56)
+    ("s4c: bad [s4c-code:UNAVAILABLE]", "UNAVAILABLE", "UNAVAILABLE", "phase: s4c: bad"),
+    ("s4c: bad", "INVALID_ARG", "INVALID_ARG", "phase: s4c: bad"),  # code() passed through (Triton >= 2.56)
+    ("s4c: bad", None, "INTERNAL", "phase: s4c: bad"),  # a stub without codes
+    ("x Exceeds maximum queue size", "INTERNAL", "UNAVAILABLE", "phase: x Exceeds maximum queue size"),
+    ("'s' version 1 is not at ready state", None, "UNAVAILABLE", "phase: 's' version 1 is not at ready state"),
+    ("s4c: bad [s4c-code:NOPE]", "INTERNAL", "INTERNAL", "phase: s4c: bad [s4c-code:NOPE]"),  # not a code: kept
+    ("s4c: bad [s4c-code:CANCELLED] tail", "INTERNAL", "INTERNAL", "phase: s4c: bad [s4c-code:CANCELLED] tail"),
+])
+def test_child_error_code_and_message(message, code, want_code, want_message):
+    from s4c.serving.errors import child_error
+
+    err = child_error(message, code, "phase")
+    assert (err.code, str(err)) == (want_code, want_message)
+
+
+def test_error_tags_round_trip_and_only_for_internal_ids():
+    from s4c.serving.errors import CODE_NAMES, BlsError, child_error, is_internal_id, tagged
+    from s4c.serving.service import error_code
+
+    for code in CODE_NAMES:
+        assert child_error(tagged("m", code, True), "INTERNAL", "w").code == code
+        assert error_code(BlsError("m", code)) == code
+    assert tagged("m", "INVALID_ARG", False) == "m"
+    assert is_internal_id("s4c-internal:venous") and not is_internal_id("") and not is_internal_id(None)
+    with pytest.raises(ValueError, match="unknown Triton error code"):
+        BlsError("m", "NOPE")

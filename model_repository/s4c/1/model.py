@@ -26,7 +26,9 @@ class TritonPythonModel:
     def initialize(self, args):
         disable_numpy_hugepage_madvise()
         self.inflight = InflightTracker()  # lets `s4c serve` drain before shutdown
-        params = ServingParams.from_model_config(json.loads(args["model_config"]))
+        config = json.loads(args["model_config"])
+        self.name = config["name"]  # errors name the model that answered (a deployment may rename it)
+        params = ServingParams.from_model_config(config)
         segmenters = read_segmenters_file(Path(args["model_repository"]) / args["model_version"] / SEGMENTERS_FILE)
         voter_factory = None
         if args.get("model_instance_kind") == "GPU":  # labels arrive on the device: vote there
@@ -51,5 +53,6 @@ class TritonPythonModel:
                 out = await self.pipeline.run(get(contract.CT), get(contract.SPACING), get(contract.PHASE),
                                               get(contract.AFFINE), should_stop=request.is_cancelled)
         except Exception as exc:
-            return triton.error_response(pb_utils, exc, contract.PIPELINE_MODEL)
+            # A call from s4c_dual_phase gets the code in the message too (s4c.serving.errors).
+            return triton.error_response(pb_utils, exc, self.name, internal=triton.is_internal(request))
         return pb_utils.InferenceResponse(output_tensors=triton.output_tensors(pb_utils, out.tensors()))

@@ -24,7 +24,9 @@ class TritonPythonModel:
     def initialize(self, args):
         disable_numpy_hugepage_madvise()
         self.inflight = InflightTracker()  # lets `s4c serve` drain before shutdown
-        self.params = ServingParams.from_model_config(json.loads(args["model_config"]))
+        config = json.loads(args["model_config"])
+        self.name = config["name"]  # errors name the model that answered (a deployment may rename it)
+        self.params = ServingParams.from_model_config(config)
         self.phases = {p: triton.bls_pipeline(pb_utils, self.params.pipeline_model, p) for p in PHASES}
 
     async def execute(self, requests):
@@ -38,7 +40,7 @@ class TritonPythonModel:
                                            self.params.max_voxels)
                 answers = await asyncio.gather(*(self.phases[p](*inputs[p]) for p in PHASES))
         except Exception as exc:
-            return triton.error_response(pb_utils, exc, contract.DUAL_PHASE_MODEL)
+            return triton.error_response(pb_utils, exc, self.name)
         report = fuse_reports({p: a[1] for p, a in zip(PHASES, answers, strict=True)})
         arrays = {contract.DUAL_LABELS[p]: a[0] for p, a in zip(PHASES, answers, strict=True)}
         arrays[contract.ABNORMAL] = np.array([report["abnormal"]], dtype=bool)

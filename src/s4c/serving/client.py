@@ -60,14 +60,18 @@ def make_inputs(tensors: Mapping[str, tuple[np.ndarray, str]]) -> list:
 
 
 class InferenceClient:
-    """A gRPC connection to the server; ``timeout_s`` bounds each call, ``retries`` covers UNAVAILABLE."""
+    """A gRPC connection to the server; ``timeout_s`` bounds each call, ``retries`` covers UNAVAILABLE.
+    ``pipeline_model`` and ``dual_phase_model`` name the models it calls (a deployment may rename them)."""
 
     def __init__(self, url: str, *, timeout_s: float = 600.0, retries: int = 3, backoff_s: float = 1.0,
-                 tls: TlsConfig | None = None, headers: Mapping[str, str] | None = None) -> None:
+                 tls: TlsConfig | None = None, headers: Mapping[str, str] | None = None,
+                 pipeline_model: str = contract.PIPELINE_MODEL,
+                 dual_phase_model: str = contract.DUAL_PHASE_MODEL) -> None:
         import tritonclient.grpc as grpcclient
 
         self.grpc = grpcclient
         self.url = url
+        self.pipeline_model, self.dual_phase_model = pipeline_model, dual_phase_model
         self.timeout_s = timeout_s
         self.retries = retries
         self.backoff_s = backoff_s
@@ -88,24 +92,39 @@ class InferenceClient:
         self.close()
 
     def _call(self, what: str, fn: Callable):
+        """``fn()``, retried with back-off while the answer is UNAVAILABLE (the server cannot be reached,
+        its queue is full, it is starting or draining). Any other error is deterministic: it is raised at
+        once as a :class:`ClientError` with the server's code and message."""
         from tritonclient.utils import InferenceServerException
 
         delay = self.backoff_s
-        for attempt in range(self.retries + 1):
+        for attempt in range(1, self.retries + 2):
             try:
                 return fn()
             except InferenceServerException as exc:
-                status = str(exc.status() or "")
-                if "UNAVAILABLE" in status and attempt < self.retries:
-                    time.sleep(delay)
-                    delay *= 2
-                    continue
-                if "UNAVAILABLE" in status:
-                    raise ClientError(f"cannot reach the S4C server at {self.url} ({what}): {exc.message()}") from exc
-                if "DEADLINE_EXCEEDED" in status:
+                status = str(exc.status() or "").removeprefix("StatusCode.")
+                if status == "UNAVAILABLE":
+                    if attempt <= self.retries:
+                        time.sleep(delay)
+                        delay *= 2
+                        continue
+                    raise ClientError(self._unavailable(what, exc.message(), attempt)) from exc
+                if status == "DEADLINE_EXCEEDED":
                     raise ClientError(f"{what}: no answer from {self.url} within {self.timeout_s:g} s") from exc
-                raise ClientError(f"{what}: server answered {status or 'an error'}: {exc.message()}") from exc
+                raise ClientError(f"{what}: the S4C server answered {status or 'an error'}: {exc.message()}") from exc
         raise AssertionError("unreachable")
+
+    def _unavailable(self, what: str, message: str, attempts: int) -> str:
+        """The message for UNAVAILABLE after the last retry: an unreachable server, or a live one that
+        said it cannot serve now (its message)."""
+        tries = f"{attempts} attempt{'s' if attempts > 1 else ''}"
+        try:
+            live = self.client.is_server_live(headers=self.headers, client_timeout=min(5.0, self.timeout_s))
+        except Exception:  # any failure here means the server cannot be reached
+            live = False
+        if live:
+            return f"{what}: the S4C server at {self.url} is unavailable ({tries}): {message}"
+        return f"cannot reach the S4C server at {self.url} ({what}, {tries}): {message}"
 
     def infer_phase(self, scan: Scan, phase: str) -> CaseAnswer:
         """One phase through the ``s4c`` model."""
@@ -115,8 +134,8 @@ class InferenceClient:
                               contract.AFFINE: (np.asarray(scan.affine, np.float64), "FP64")})
         outputs = [self.grpc.InferRequestedOutput(n) for n in (contract.LABELS, contract.ABNORMAL, contract.REPORT)]
         t = time.perf_counter()
-        r = self._call(f"{contract.PIPELINE_MODEL} {phase}", lambda: self.client.infer(
-            contract.PIPELINE_MODEL, inputs, outputs=outputs, client_timeout=self.timeout_s, headers=self.headers))
+        r = self._call(f"{self.pipeline_model} {phase}", lambda: self.client.infer(
+            self.pipeline_model, inputs, outputs=outputs, client_timeout=self.timeout_s, headers=self.headers))
         seconds = time.perf_counter() - t
         report = json.loads(r.as_numpy(contract.REPORT).reshape(-1)[0])
         return CaseAnswer({phase: r.as_numpy(contract.LABELS)}, bool(r.as_numpy(contract.ABNORMAL)[0]),
@@ -133,8 +152,8 @@ class InferenceClient:
         names = [contract.DUAL_LABELS[p] for p in PHASES] + [contract.ABNORMAL, contract.REPORT]
         outputs = [self.grpc.InferRequestedOutput(n) for n in names]
         t = time.perf_counter()
-        r = self._call(contract.DUAL_PHASE_MODEL, lambda: self.client.infer(
-            contract.DUAL_PHASE_MODEL, inputs, outputs=outputs, client_timeout=self.timeout_s, headers=self.headers))
+        r = self._call(self.dual_phase_model, lambda: self.client.infer(
+            self.dual_phase_model, inputs, outputs=outputs, client_timeout=self.timeout_s, headers=self.headers))
         seconds = time.perf_counter() - t
         return CaseAnswer({p: r.as_numpy(contract.DUAL_LABELS[p]) for p in PHASES},
                           bool(r.as_numpy(contract.ABNORMAL)[0]),

@@ -11,6 +11,7 @@ import numpy as np
 
 from s4c import contract
 from s4c.runtime import disable_numpy_hugepage_madvise
+from s4c.serving.errors import is_internal_id, tagged
 
 
 class OnnxSegmenterModel:
@@ -40,8 +41,11 @@ class OnnxSegmenterModel:
         try:
             labels = self.session.run([contract.SEG_LABELS], {contract.SEG_INPUT: merged})[0]
         except Exception as exc:  # one failed run fails every request batched into it
-            err = pb.TritonError(f"{self.name}: ONNX Runtime failed: {type(exc).__name__}", pb.TritonError.INTERNAL)
-            return [pb.InferenceResponse(error=err) for _ in requests]
+            message = f"{self.name}: ONNX Runtime failed: {type(exc).__name__}"
+            # The pipeline's BLS calls get the code in the message as well (s4c.serving.errors).
+            return [pb.InferenceResponse(error=pb.TritonError(
+                        tagged(message, "INTERNAL", is_internal_id(r.request_id())), pb.TritonError.INTERNAL))
+                    for r in requests]
         responses, start = [], 0
         for n in sizes:
             responses.append(pb.InferenceResponse(output_tensors=[pb.Tensor(contract.SEG_LABELS,

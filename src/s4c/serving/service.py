@@ -23,20 +23,22 @@ from s4c.report import phase_report
 from s4c.repository.params import ServingParams
 from s4c.repository.segmenters import SEGMENTERS_FILE, SegmenterInfo
 from s4c.serving.drain import ServerDraining
+from s4c.serving.errors import BlsError
 from s4c.serving.inputs import InvalidInput, check_affine_input, check_ct, check_spacing_input, decode_phase
 
+#: The former name (every BLS child, not only segmenters, answers through it).
+SegmenterError = BlsError
 
-class SegmenterError(RuntimeError):
-    """The segmenter model answered a batch with an error."""
-
-
-#: Exceptions a request can end with, and the Triton error code each maps to.
+#: Exceptions a request can end with, and the Triton error code each maps to (a :class:`BlsError`
+#: carries its own).
 ERROR_CODES = {InvalidInput: "INVALID_ARG", InferenceCancelled: "CANCELLED", BatchTimeout: "UNAVAILABLE",
-               SegmenterError: "UNAVAILABLE", ServerDraining: "UNAVAILABLE"}
+               ServerDraining: "UNAVAILABLE"}
 
 
 def error_code(exc: BaseException) -> str | None:
     """The Triton error code name for a known request error, else None (an internal error)."""
+    if isinstance(exc, BlsError):
+        return exc.code
     for kind, code in ERROR_CODES.items():
         if isinstance(exc, kind):
             return code

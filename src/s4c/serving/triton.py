@@ -14,7 +14,8 @@ import numpy as np
 
 from s4c import contract
 from s4c.serving.drain import INTERNAL_PREFIX
-from s4c.serving.service import SegmenterError, error_code
+from s4c.serving.errors import CODE_NAMES, BlsError, child_error, is_internal_id, tagged
+from s4c.serving.service import error_code
 
 
 def input_array(pb_utils, request, name: str) -> np.ndarray | None:
@@ -37,16 +38,42 @@ def output_tensors(pb_utils, arrays: Mapping[str, np.ndarray]) -> list:
     return [pb_utils.Tensor(name, np.ascontiguousarray(array)) for name, array in arrays.items()]
 
 
-def error_response(pb_utils, exc: BaseException, model: str):
+def is_internal(request) -> bool:
+    """Whether a request is one of our own BLS calls (see :mod:`s4c.serving.errors`)."""
+    return is_internal_id(request.request_id())
+
+
+def error_response(pb_utils, exc: BaseException, model: str, *, internal: bool = False):
     """One error response: known request errors keep their message and code; anything else is logged
-    with its traceback and answered as INTERNAL without details (which could carry request data)."""
+    with its traceback and answered as INTERNAL without details (which could carry request data).
+    ``internal``: the request came over BLS from another of our models, so the code is also written
+    into the message (:data:`s4c.serving.errors.CODE_TAG`) for a caller whose python_backend drops it."""
     code = error_code(exc)
     if code is None:
         pb_utils.Logger.log_error(f"{model}: internal error: {type(exc).__name__}\n{traceback.format_exc()}")
         message, code = f"{model}: internal error ({type(exc).__name__}); see the server log", "INTERNAL"
     else:
         message = f"{model}: {exc}"
-    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, getattr(pb_utils.TritonError, code)))
+    error = pb_utils.TritonError(tagged(message, code, internal), getattr(pb_utils.TritonError, code))
+    return pb_utils.InferenceResponse(error=error)
+
+
+def _code_name(pb_utils, error) -> str | None:
+    """The name of ``error.code()`` among ``pb_utils.TritonError``'s constants, or None."""
+    try:
+        code = error.code()
+    except AttributeError:  # a stub older than 23.09 has no codes
+        return None
+    for name in CODE_NAMES:
+        if hasattr(pb_utils.TritonError, name) and getattr(pb_utils.TritonError, name) == code:
+            return name
+    return None
+
+
+def bls_error(pb_utils, error, what: str) -> BlsError:
+    """A BLS response's error as a :class:`BlsError` with the child's code and message
+    (:func:`s4c.serving.errors.child_error`)."""
+    return child_error(error.message(), _code_name(pb_utils, error), what)
 
 
 def bls_segmenter(pb_utils, model_name: str, kind: str = "segmenter") -> Callable:
@@ -59,10 +86,11 @@ def bls_segmenter(pb_utils, model_name: str, kind: str = "segmenter") -> Callabl
 
     async def predict(batch: np.ndarray):
         request = pb_utils.InferenceRequest(model_name=model_name, requested_output_names=[contract.SEG_LABELS],
-                                            inputs=[pb_utils.Tensor(contract.SEG_INPUT, batch)])
+                                            inputs=[pb_utils.Tensor(contract.SEG_INPUT, batch)],
+                                            request_id=f"{INTERNAL_PREFIX}{kind}")
         response = await request.async_exec()
         if response.has_error():
-            raise SegmenterError(f"{kind} {model_name}: {response.error().message()}")
+            raise bls_error(pb_utils, response.error(), f"{kind} {model_name}")
         out = pb_utils.get_output_tensor_by_name(response, contract.SEG_LABELS)
         if out.is_cpu():
             return out.as_numpy()
@@ -86,7 +114,7 @@ def bls_pipeline(pb_utils, model_name: str, phase: str) -> Callable:
                                             requested_output_names=[contract.LABELS, contract.REPORT])
         response = await request.async_exec()
         if response.has_error():
-            raise SegmenterError(f"{phase}: {response.error().message()}")
+            raise bls_error(pb_utils, response.error(), phase)
         labels = pb_utils.get_output_tensor_by_name(response, contract.LABELS).as_numpy()
         report = pb_utils.get_output_tensor_by_name(response, contract.REPORT).as_numpy().reshape(-1)[0]
         return labels, json.loads(report)
