@@ -1,8 +1,14 @@
-"""The one NIfTI load/save pair of the project.
+"""The one NIfTI load/save pair of the project, and the one canonical frame every path works in.
 
 Arrays are returned Z, Y, X: nibabel's voxel order (i, j, k) reversed. The affine kept in a
 :class:`Volume` is the file's own, which maps (i, j, k) = (X, Y, Z) indices to world millimetres, so
 ``save_nifti(path, vol.array, vol.affine)`` writes back the same grid it was loaded from.
+
+Training, evaluation, the demo, the client and ``s4c classify`` read scans with
+:func:`load_canonical`: the file's voxels reoriented (flips and axis swaps only, no resampling) to
+RAS+, so the array's X, Y and Z run to the patient's right, anterior and superior whatever order the
+file stores them in. A network therefore sees one anatomy orientation in training and in serving.
+Labels go back to the file's own grid and affine with :meth:`CanonicalVolume.save`.
 """
 
 from __future__ import annotations
@@ -118,6 +124,93 @@ def save_nifti(path: str | Path, array: np.ndarray, affine: np.ndarray) -> Path:
     img.header.set_slope_inter(1.0, 0.0)
     nib.save(img, str(path))
     return path
+
+
+#: Largest cosine between two voxel axes that still counts as an orthogonal grid.
+SHEAR_TOLERANCE = 1e-3
+
+
+def check_orthogonal(affine: np.ndarray, name: str) -> None:
+    """Refuse sheared grids (e.g. an uncorrected gantry tilt): the pipeline works on orthogonal voxels,
+    and a sheared grid has no exact reorientation to the canonical frame."""
+    cols = np.asarray(affine, dtype=np.float64)[:3, :3]
+    unit = cols / np.linalg.norm(cols, axis=0)
+    off = float(np.abs(unit.T @ unit - np.eye(3)).max())
+    if off > SHEAR_TOLERANCE:
+        raise ValueError(f"{name}: the voxel axes are sheared (cosine {off:.3g} between axes); resample the "
+                         f"series to an orthogonal grid first")
+
+
+@dataclass(frozen=True)
+class CanonicalVolume:
+    """A volume in the canonical frame (RAS+), remembering the file grid it came from.
+
+    ``array`` is (Z, Y, X) on the canonical grid (X to the right, Y anterior, Z superior), ``spacing``
+    its (Z, Y, X) mm and ``affine`` its (i, j, k) -> world map; the world coordinates of every voxel
+    are those it had in the file. ``source_affine`` and ``source_shape`` are the file's own.
+    """
+
+    name: str
+    array: np.ndarray
+    spacing: tuple[float, float, float]
+    affine: np.ndarray
+    source_affine: np.ndarray
+    source_shape: tuple[int, int, int]
+    _back: np.ndarray
+
+    def to_source(self, array: np.ndarray) -> np.ndarray:
+        """A (Z, Y, X) array on the canonical grid, reoriented onto the file's (Z, Y, X) grid."""
+        if array.shape != self.array.shape:
+            raise ValueError(f"{self.name}: array shape {array.shape} is not the canonical shape {self.array.shape}")
+        xyz = nib.orientations.apply_orientation(array.transpose(2, 1, 0), self._back)
+        out = np.ascontiguousarray(xyz.transpose(2, 1, 0))
+        if out.shape != self.source_shape:  # an orientation transform only permutes and flips axes
+            raise AssertionError(f"reoriented shape {out.shape} != source shape {self.source_shape}")
+        return out
+
+    def source_index(self, zyx) -> list[float]:
+        """A (z, y, x) index on the canonical grid as a (z, y, x) index of the file's grid."""
+        z, y, x = (float(v) for v in zyx)
+        world = self.affine @ np.array([x, y, z, 1.0])
+        i, j, k, _ = np.linalg.solve(self.source_affine, world)
+        return [float(k), float(j), float(i)]
+
+    def save(self, path: str | Path, array: np.ndarray) -> Path:
+        """Write a canonical-grid (Z, Y, X) array as a NIfTI on the file's own grid and affine."""
+        return save_nifti(path, self.to_source(np.asarray(array)), self.source_affine)
+
+
+def to_canonical(volume: Volume, name: str = "volume") -> CanonicalVolume:
+    """``volume`` reoriented to RAS+ (a view-free copy; the input is not modified). Raises
+    ``ValueError`` for a sheared grid."""
+    affine = np.asarray(volume.affine, dtype=np.float64)
+    check_orthogonal(affine, name)
+    xyz = volume.array.transpose(2, 1, 0)
+    forward = nib.orientations.ornt_transform(nib.orientations.io_orientation(affine),
+                                              nib.orientations.axcodes2ornt(("R", "A", "S")))
+    data = nib.orientations.apply_orientation(xyz, forward)
+    new_affine = affine @ nib.orientations.inv_ornt_aff(forward, xyz.shape)
+    back = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt(("R", "A", "S")),
+                                           nib.orientations.io_orientation(affine))
+    return CanonicalVolume(name, np.ascontiguousarray(data.transpose(2, 1, 0)), spacing_from_affine(new_affine),
+                           new_affine, affine, tuple(int(n) for n in volume.array.shape), back)
+
+
+def load_canonical(path: str | Path, *, max_voxels: int = MAX_NIFTI_VOXELS) -> CanonicalVolume:
+    """:func:`load_nifti`, then :func:`to_canonical`: the one reader of scans and label maps."""
+    path = Path(path)
+    return to_canonical(load_nifti(path, max_voxels=max_voxels), path.name)
+
+
+def load_canonical_pair(image_path: str | Path, label_path: str | Path,
+                        name: str = "case") -> tuple[CanonicalVolume, CanonicalVolume]:
+    """An image and its label map, both canonical; refuses a label map on another grid."""
+    img, lab = load_canonical(image_path), load_canonical(label_path)
+    if img.source_shape != lab.source_shape:
+        raise ValueError(f"{name}: image shape {img.source_shape} != label shape {lab.source_shape}")
+    if not np.allclose(img.source_affine, lab.source_affine, rtol=0, atol=1e-3):
+        raise ValueError(f"{name}: the label map's affine differs from the image's (not the same grid)")
+    return img, lab
 
 
 def voxel_to_world(affine: np.ndarray, zyx) -> tuple[float, float, float]:

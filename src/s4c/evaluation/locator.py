@@ -14,7 +14,7 @@ from s4c.checkpoint import ModelSpec
 from s4c.data.cohort import read_manifest
 from s4c.inference.pipeline import RoiSettings, locate
 from s4c.inference.roi import box_fraction, grow_mm, mm_to_box
-from s4c.io import load_nifti
+from s4c.io import load_canonical
 from s4c.labels import PHASES
 from s4c.validation import as_label_volume
 
@@ -54,8 +54,8 @@ def margin_study(data: str | Path, predictor: Callable[[np.ndarray], np.ndarray]
     rows = []
     for entry in read_manifest(root):
         for phase in PHASES:
-            vol = load_nifti(entry.path(root, phase))
-            ref = as_label_volume(load_nifti(entry.path(root, f"{phase}_label")).array, f"{entry.case_id} {phase}")
+            vol = load_canonical(entry.path(root, phase))
+            ref = as_label_volume(load_canonical(entry.path(root, f"{phase}_label")).array, f"{entry.case_id} {phase}")
             r = locator_recall_curve(vol.array, vol.spacing, ref, predictor, spec, margins_mm=margins_mm,
                                      min_component_fraction=min_component_fraction)
             rows.append({"case_id": entry.case_id, "phase": phase, **r})

@@ -1,8 +1,8 @@
 """Reading a user's NIfTI scan for the server, and putting the answer back on the file's own grid.
 
 A scan is loaded with :func:`s4c.io.load_nifti` (``scl_slope``/``scl_inter`` applied), reoriented to
-one canonical orientation (RAS+: the array's X, Y, Z run to the patient's right, anterior and
-superior) and converted to int16 HU, refusing values that int16 cannot hold. Labels coming back are
+the project's canonical frame (:func:`s4c.io.to_canonical`, the same one training and evaluation use)
+and converted to int16 HU, refusing values that int16 cannot hold. Labels coming back are
 reoriented to the file's orientation and saved with the file's own affine.
 """
 
@@ -11,10 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
-from s4c.io import Volume, load_nifti, save_nifti, spacing_from_affine
+from s4c.io import CanonicalVolume, Volume, load_nifti, to_canonical
 
 _INT16 = np.iinfo(np.int16)
 
@@ -25,34 +24,39 @@ class ScanError(ValueError):
 
 @dataclass(frozen=True)
 class Scan:
-    """A scan ready to send: ``ct`` int16 (Z, Y, X) on the canonical grid, its spacing and affine.
+    """A scan ready to send: ``ct`` int16 (Z, Y, X) on the canonical grid of ``volume``
+    (:func:`s4c.io.load_canonical`), with that grid's spacing and affine."""
 
-    ``source`` is the file as loaded; ``to_file`` reorients a canonical (Z, Y, X) array back onto it.
-    """
-
-    name: str
+    volume: CanonicalVolume
     ct: np.ndarray
-    spacing: tuple[float, float, float]
-    affine: np.ndarray
-    source_affine: np.ndarray
-    source_shape: tuple[int, int, int]
-    _back: np.ndarray
+
+    @property
+    def name(self) -> str:
+        return self.volume.name
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        return self.volume.spacing
+
+    @property
+    def affine(self) -> np.ndarray:
+        return self.volume.affine
+
+    @property
+    def source_affine(self) -> np.ndarray:
+        return self.volume.source_affine
+
+    @property
+    def source_shape(self) -> tuple[int, int, int]:
+        return self.volume.source_shape
 
     def to_file(self, array: np.ndarray) -> np.ndarray:
         """A (Z, Y, X) array on the canonical grid, reoriented to the source file's (Z, Y, X) grid."""
-        if array.shape != self.ct.shape:
-            raise ValueError(f"array shape {array.shape} is not the scan's canonical shape {self.ct.shape}")
-        xyz = nib.orientations.apply_orientation(array.transpose(2, 1, 0), self._back)
-        out = np.ascontiguousarray(xyz.transpose(2, 1, 0))
-        assert out.shape == self.source_shape
-        return out
+        return self.volume.to_source(array)
 
     def canonical_to_file_index(self, zyx) -> list[float]:
         """A (z, y, x) index on the canonical grid as a (z, y, x) index of the source file."""
-        z, y, x = (float(v) for v in zyx)
-        world = self.affine @ np.array([x, y, z, 1.0])
-        i, j, k, _ = np.linalg.solve(self.source_affine, world)
-        return [float(k), float(j), float(i)]
+        return self.volume.source_index(zyx)
 
 
 def to_int16(array: np.ndarray, name: str) -> np.ndarray:
@@ -75,33 +79,13 @@ def to_int16(array: np.ndarray, name: str) -> np.ndarray:
     return array.astype(np.int16)
 
 
-#: Largest angle (radians) between voxel axes and a right angle that still counts as an orthogonal grid.
-SHEAR_TOLERANCE = 1e-3
-
-
-def check_orthogonal(affine: np.ndarray, name: str) -> None:
-    """Refuse sheared grids (e.g. an uncorrected gantry tilt): the pipeline works on orthogonal voxels."""
-    cols = np.asarray(affine, dtype=np.float64)[:3, :3]
-    unit = cols / np.linalg.norm(cols, axis=0)
-    off = np.abs(unit.T @ unit - np.eye(3)).max()
-    if off > SHEAR_TOLERANCE:
-        raise ScanError(f"{name}: the voxel axes are sheared (cosine {off:.3g} between axes); resample the series "
-                        f"to an orthogonal grid first")
-
-
 def canonical(volume: Volume, name: str) -> Scan:
-    """Reorient a loaded volume to RAS+ and convert it to int16."""
-    affine = volume.affine
-    check_orthogonal(affine, name)
-    xyz = volume.array.transpose(2, 1, 0)
-    ornt = nib.orientations.io_orientation(affine)
-    ras = nib.orientations.axcodes2ornt(("R", "A", "S"))
-    forward = nib.orientations.ornt_transform(ornt, ras)
-    data = nib.orientations.apply_orientation(xyz, forward)
-    new_affine = affine @ nib.orientations.inv_ornt_aff(forward, xyz.shape)
-    back = nib.orientations.ornt_transform(ras, ornt)
-    ct = to_int16(np.ascontiguousarray(data.transpose(2, 1, 0)), name)
-    return Scan(name, ct, spacing_from_affine(new_affine), new_affine, affine, tuple(volume.array.shape), back)
+    """Reorient a loaded volume to RAS+ (:func:`s4c.io.to_canonical`) and convert it to int16."""
+    try:
+        canon = to_canonical(volume, name)
+    except ValueError as exc:
+        raise ScanError(str(exc)) from exc
+    return Scan(canon, to_int16(canon.array, name))
 
 
 def read_scan(path: str | Path) -> Scan:
@@ -118,4 +102,4 @@ def read_scan(path: str | Path) -> Scan:
 
 def save_labels(path: str | Path, scan: Scan, labels: np.ndarray) -> Path:
     """Write canonical-grid labels as a NIfTI on the scan file's own grid and affine."""
-    return save_nifti(path, scan.to_file(np.asarray(labels, dtype=np.uint8)), scan.source_affine)
+    return scan.volume.save(path, np.asarray(labels, dtype=np.uint8))
