@@ -65,18 +65,25 @@ class FakeRequest:
 class FakeBls:
     """InferenceRequest stand-in that answers segmenter calls with an oracle (labels from HU) and locator
     calls with pancreas set / background (HU >= 0); ``calls`` counts the batches each model got,
-    ``ids`` the request ids they carried; a model in ``fail`` answers that error instead."""
+    ``ids`` the request ids they carried, ``memory`` the (memory type, device) each asked its outputs in;
+    a model in ``fail`` answers that error instead. Keyword arguments are python_backend's own."""
 
     calls: ClassVar[dict] = {}
     ids: ClassVar[dict] = {}
     fail: ClassVar[dict] = {}
+    memory: ClassVar[dict] = {}
 
-    def __init__(self, model_name, requested_output_names, inputs, request_id=""):
+    def __init__(self, model_name, requested_output_names, inputs, request_id="", preferred_memory=None):
+        if preferred_memory is not None and not isinstance(preferred_memory, FakePreferredMemory):
+            raise TypeError("preferred_memory must be a pb_utils.PreferredMemory")
         self.model_name, self.inputs, self.request_id = model_name, inputs, request_id
+        self.preferred_memory = preferred_memory
 
     async def async_exec(self):
         FakeBls.calls[self.model_name] = FakeBls.calls.get(self.model_name, 0) + 1
         FakeBls.ids.setdefault(self.model_name, set()).add(self.request_id)
+        where = None if self.preferred_memory is None else (self.preferred_memory.type, self.preferred_memory.device)
+        FakeBls.memory.setdefault(self.model_name, set()).add(where)
         if self.model_name in FakeBls.fail:
             error = FakeBls.fail[self.model_name]
             return types.SimpleNamespace(has_error=lambda: True, error=lambda: error)
@@ -88,9 +95,24 @@ class FakeBls:
         return types.SimpleNamespace(has_error=lambda: False, labels=FakeTensor(contract.SEG_LABELS, labels))
 
 
+class FakePreferredMemory:
+    """pb_utils.PreferredMemory(preferred_memory_type, preferred_device_id=0) (python_backend pb_stub.cc)."""
+
+    def __init__(self, preferred_memory_type, preferred_device_id=0):
+        if preferred_memory_type not in (MEMORY_GPU, MEMORY_CPU):
+            raise TypeError(f"not a pb_utils memory type: {preferred_memory_type!r}")
+        self.type, self.device = preferred_memory_type, int(preferred_device_id)
+
+
+#: Stand-ins for pb_utils.TRITONSERVER_MEMORY_GPU / _CPU (a pybind11 enum in the stub).
+MEMORY_GPU, MEMORY_CPU = "GPU", "CPU"
+
+
 def fake_pb_utils():
     pb = types.ModuleType("triton_python_backend_utils")
     pb.Tensor, pb.TritonError, pb.InferenceResponse, pb.InferenceRequest = FakeTensor, FakeError, FakeResponse, FakeBls
+    pb.PreferredMemory = FakePreferredMemory
+    pb.TRITONSERVER_MEMORY_GPU, pb.TRITONSERVER_MEMORY_CPU = MEMORY_GPU, MEMORY_CPU
     pb.get_input_tensor_by_name = lambda request, name: request.tensors.get(name)
     pb.get_output_tensor_by_name = lambda response, name: response.labels
     pb.Logger = types.SimpleNamespace(log_error=lambda msg: pb.logged.append(msg))
@@ -111,8 +133,9 @@ def _infos(locator_role="locator"):
     return infos
 
 
-def load_s4c_model(monkeypatch, tmp_path, parameters=None, infos=None):
-    """model.py of ``s4c`` initialised as Triton would, over a fake pb_utils and a segmenters.json."""
+def load_s4c_model(monkeypatch, tmp_path, parameters=None, infos=None, instance=("CPU", "0")):
+    """model.py of ``s4c`` initialised as Triton would, over a fake pb_utils and a segmenters.json;
+    ``instance``: Triton's model_instance_kind and model_instance_device_id."""
     from s4c.repository.segmenters import write_segmenters_file
 
     pb = fake_pb_utils()
@@ -120,6 +143,7 @@ def load_s4c_model(monkeypatch, tmp_path, parameters=None, infos=None):
     monkeypatch.setattr(FakeBls, "calls", {})
     monkeypatch.setattr(FakeBls, "ids", {})
     monkeypatch.setattr(FakeBls, "fail", {})
+    monkeypatch.setattr(FakeBls, "memory", {})
     (tmp_path / "1").mkdir(exist_ok=True)
     write_segmenters_file(tmp_path / "1" / "segmenters.json", _infos() if infos is None else infos)
     spec = importlib.util.spec_from_file_location("s4c_model_py", REPO / "model_repository" / "s4c" / "1" / "model.py")
@@ -128,7 +152,8 @@ def load_s4c_model(monkeypatch, tmp_path, parameters=None, infos=None):
     model = module.TritonPythonModel()
     params = {k: {"string_value": v} for k, v in (parameters or {}).items()}
     model.initialize({"model_config": json.dumps({"name": "s4c", "parameters": params}),
-                      "model_repository": str(tmp_path), "model_version": "1", "model_instance_kind": "CPU"})
+                      "model_repository": str(tmp_path), "model_version": "1", "model_instance_kind": instance[0],
+                      "model_instance_device_id": instance[1]})
     return model, pb
 
 
@@ -216,6 +241,40 @@ def test_full_mode_calls_no_locator(monkeypatch, tmp_path):
     assert contract.LOCATOR_MODEL not in FakeBls.calls
 
 
+@pytest.mark.parametrize("mode", ["roi", "full"])
+def test_cpu_instance_asks_every_bls_output_in_host_memory(monkeypatch, tmp_path, mode):
+    """A CPU pipeline instance votes with numpy: each segmenter and locator call asks for host memory,
+    or a GPU segmenter would hand it device labels (python_backend keeps BLS outputs where produced)."""
+    model, _ = load_s4c_model(monkeypatch, tmp_path, {"mode": mode})
+    (resp,) = asyncio.run(model.execute([_request(_ok_case())]))
+    assert resp.error is None
+    called = {"segmenter_venous", *([contract.LOCATOR_MODEL] if mode == "roi" else [])}
+    assert set(FakeBls.memory) == called
+    assert all(where == {(MEMORY_CPU, 0)} for where in FakeBls.memory.values()), FakeBls.memory
+
+
+def test_gpu_instance_asks_for_its_own_device_and_votes_there(monkeypatch, tmp_path):
+    """Instance on GPU 1: the labels are asked on GPU 1 and the voter runs on cuda:1 (the vote itself is
+    the torch voter's, tested on the CPU device in test_serving_units.py)."""
+    model, _ = load_s4c_model(monkeypatch, tmp_path, {"mode": "roi"}, instance=("GPU", "1"))
+    assert model.pipeline.voter_factory.keywords == {"device": "cuda:1"}
+    batch = np.zeros((2, *contract.SEG_INPUT_DIMS), np.float32)
+    for predict in (*model.pipeline.predictors.values(), model.pipeline.locator[0]):
+        asyncio.run(predict(batch))
+    assert FakeBls.memory == {name: {(MEMORY_GPU, 1)} for name in ("segmenter_arterial", "segmenter_venous",
+                                                                   contract.LOCATOR_MODEL)}
+
+
+def test_output_memory_needs_a_device_id(monkeypatch):
+    from s4c.serving import triton
+
+    pb = fake_pb_utils()
+    assert triton.output_memory(pb, 3).device == 3 and triton.output_memory(pb, None).type == MEMORY_CPU
+    for bad in (-1, "0", 1.0, True):
+        with pytest.raises(ValueError, match="GPU device id"):
+            triton.output_memory(pb, bad)
+
+
 @pytest.mark.parametrize(("parameters", "infos", "match"), [
     ({"mode": "roi"}, "no locator", "locator 'locator' is not described in segmenters.json"),
     ({"mode": "roi"}, "segmenter as locator", "holds a segmenter model, not a locator"),
@@ -290,6 +349,7 @@ def test_s4c_tags_its_errors_only_for_internal_requests(s4c_model, request_id):
 def load_dual_model(monkeypatch):
     pb = fake_pb_utils()
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", pb)
+    monkeypatch.setattr(FakeBls, "memory", {})
     monkeypatch.setattr(FakeBls, "calls", {})
     monkeypatch.setattr(FakeBls, "ids", {})
     monkeypatch.setattr(FakeBls, "fail", {})

@@ -273,31 +273,64 @@ def _config_forms() -> dict[str, str]:
     return out
 
 
-def test_every_form_of_every_model_is_rendered_and_the_pipeline_ones_load():
-    """Each s4c and s4c_dual_phase config's parameters, in the dict Triton hands model.py, are read by
-    the models' own reader (ServingParams.from_model_config) without error; the patch models have the
-    CPU, onnxruntime and tensorrt forms with their own name."""
-    from s4c.repository.configs import PIPELINE_PARAMS, parse_parameters, pipeline_config
+@pytest.mark.parametrize("mode", ["roi", "full"])
+def test_every_rendered_config_is_read_by_its_own_model(mode):
+    """Every config of every model in every form, as repository_configs(mode) renders it, read the way that
+    model reads it: ServingParams.from_model_config for s4c and s4c_dual_phase (an unknown or bad key
+    raises, as FORCE_CPU_ONLY_INPUT_TENSORS did), the segmenter stub's reader for the patch models' CPU
+    form. Their onnxruntime and tensorrt forms are read by Triton's own backends: no parameters there."""
+    from s4c.repository.configs import FORMS, PIPELINE_PARAMS, parse_parameters, repository_configs
+    from s4c.serving.onnx_segmenter import read_segmenter_params
 
-    forms = _config_forms()
-    assert {"locator/config", "locator/tensorrt", "locator/onnxruntime", "s4c/config", "s4c/tensorrt",
-            "s4c/onnxruntime"} <= set(forms)
-    for key, text in forms.items():
-        model = key.split("/")[0]
-        assert f'name: "{model}"' in text, key
-        params = parse_parameters(text)["parameters"]
-        assert len(params) == text.count("parameters: {"), key  # the parser saw every block
+    platforms = {"tensorrt": "tensorrt_plan", "onnxruntime": "onnxruntime_onnx"}
+    seen = set()
+    for rel, text in repository_configs(mode).items():
+        model, form = rel.split("/")[0], ("config" if rel.endswith("/config.pbtxt") else Path(rel).stem)
+        seen.add((model, form))
+        assert f'name: "{model}"' in text, rel
+        config = parse_parameters(text)
+        assert len(config["parameters"]) == text.count("parameters: {"), rel  # the parser saw every block
         if model in (contract.PIPELINE_MODEL, contract.DUAL_PHASE_MODEL):
-            p = ServingParams.from_model_config(parse_parameters(text))  # raises on any bad or unknown key
-            assert p.max_voxels == ServingParams().max_voxels, key
-        if model == contract.PIPELINE_MODEL:
-            assert set(PIPELINE_PARAMS) <= set(params), key
-            assert (p.mode, p.locator) == ("roi", contract.LOCATOR_MODEL), key
-    for form in (None, "tensorrt", "onnxruntime"):
-        full = ServingParams.from_model_config(parse_parameters(pipeline_config(form, mode="full")))
-        assert full.mode == "full"
-    with pytest.raises(ValueError, match="mode"):
-        pipeline_config(mode="coarse")
+            p = ServingParams.from_model_config(config)  # raises on any bad or unknown key
+            assert 'backend: "python"' in text and p.max_voxels == ServingParams().max_voxels, rel
+            if model == contract.PIPELINE_MODEL:
+                assert set(PIPELINE_PARAMS) == set(config["parameters"]), rel
+                assert (p.mode, p.locator) == (mode, contract.LOCATOR_MODEL), rel
+        elif form == "config":
+            assert 'backend: "python"' in text and read_segmenter_params(config) == {"intra_op_threads": 0}, rel
+        else:
+            assert config["parameters"] == {} and f'platform: "{platforms[form]}"' in text, rel
+    models = (contract.PIPELINE_MODEL, *contract.PATCH_MODELS)
+    assert seen == {(m, f) for m in models for f in ("config", *FORMS)} | {(contract.DUAL_PHASE_MODEL, "config")}
+
+
+@pytest.mark.parametrize("mode", ["roi", "full"])
+def test_gpu_forms_of_the_pipeline_differ_from_the_cpu_one_in_the_instance_kind_only(mode):
+    """So the server test that loads configs/tensorrt.pbtxt with KIND_CPU loads what a GPU server does."""
+    from s4c.repository.configs import FORMS, pipeline_config
+
+    cpu = pipeline_config(mode=mode)
+    for form in FORMS:
+        gpu = pipeline_config(form, mode)
+        assert gpu != cpu and gpu.replace("KIND_GPU", "KIND_CPU") == cpu
+
+
+@pytest.mark.parametrize(("params", "match"), [({"threads": "2"}, "unknown parameter"),
+                                               ({"intra_op_threads": "two"}, "integer"),
+                                               ({"intra_op_threads": "-1"}, "integer")])
+def test_segmenter_params_errors(params, match):
+    from s4c.serving.onnx_segmenter import read_segmenter_params
+
+    with pytest.raises(ValueError, match=match):
+        read_segmenter_params({"parameters": {k: {"string_value": v} for k, v in params.items()}})
+    assert read_segmenter_params({"parameters": {"intra_op_threads": {"string_value": "3"}}}) == {"intra_op_threads": 3}
+
+
+def test_committed_repository_has_no_config_the_rendering_lacks():
+    from s4c.repository.configs import repository_configs
+
+    committed = {str(p.relative_to(REPO / "model_repository")) for p in (REPO / "model_repository").rglob("*.pbtxt")}
+    assert committed == set(repository_configs())
 
 
 def test_locator_forms_match_the_segmenters_but_for_the_name():

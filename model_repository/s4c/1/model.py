@@ -8,11 +8,13 @@ The work is :class:`s4c.serving.service.PhasePipeline`; this file only moves ten
 """
 
 import json
+from functools import partial
 from pathlib import Path
 
 import triton_python_backend_utils as pb_utils
 
 from s4c import contract
+from s4c.inference.merge_torch import TorchLabelVoter
 from s4c.labels import PHASES
 from s4c.repository.params import ServingParams
 from s4c.repository.segmenters import SEGMENTERS_FILE, read_segmenters_file
@@ -30,15 +32,14 @@ class TritonPythonModel:
         self.name = config["name"]  # errors name the model that answered (a deployment may rename it)
         params = ServingParams.from_model_config(config)
         segmenters = read_segmenters_file(Path(args["model_repository"]) / args["model_version"] / SEGMENTERS_FILE)
+        # A GPU instance asks for the labels on its own device and votes there; a CPU one asks for host memory.
+        device_id = int(args["model_instance_device_id"]) if args.get("model_instance_kind") == "GPU" else None
         voter_factory = None
-        if args.get("model_instance_kind") == "GPU":  # labels arrive on the device: vote there
-            from functools import partial
-
-            from s4c.inference.merge_torch import TorchLabelVoter
-
-            voter_factory = partial(TorchLabelVoter, device=f"cuda:{args['model_instance_device_id']}")
-        predictors = {p: triton.bls_segmenter(pb_utils, params.segmenter(p)) for p in PHASES}
-        locator = triton.bls_segmenter(pb_utils, params.locator, "locator") if params.mode == "roi" else None
+        if device_id is not None:
+            voter_factory = partial(TorchLabelVoter, device=f"cuda:{device_id}")
+        predictors = {p: triton.bls_segmenter(pb_utils, params.segmenter(p), device_id=device_id) for p in PHASES}
+        locator = (triton.bls_segmenter(pb_utils, params.locator, "locator", device_id=device_id)
+                   if params.mode == "roi" else None)
         self.pipeline = PhasePipeline(params, segmenters, predictors, voter_factory, locator)
 
     async def execute(self, requests):

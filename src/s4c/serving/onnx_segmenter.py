@@ -13,21 +13,36 @@ from s4c import contract
 from s4c.runtime import disable_numpy_hugepage_madvise
 from s4c.serving.errors import is_internal_id, tagged
 
+#: The ``parameters`` the CPU form reads from its config.pbtxt (0 threads: ONNX Runtime's default).
+SEGMENTER_PARAMS = ("intra_op_threads",)
+
+
+def read_segmenter_params(config: dict) -> dict[str, int]:
+    """The CPU form's parameters from a Triton model config dict (``json.loads(args['model_config'])``);
+    ``ValueError`` for an unknown key or a value that is not an integer >= 0."""
+    raw = {k: v.get("string_value", "") for k, v in (config.get("parameters") or {}).items()}
+    unknown = sorted(set(raw) - set(SEGMENTER_PARAMS))
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(SEGMENTER_PARAMS)}")
+    text = raw.get("intra_op_threads", "0") or "0"
+    if not text.isdigit():
+        raise ValueError(f"parameter intra_op_threads must be an integer >= 0, got {text!r}")
+    return {"intra_op_threads": int(text)}
+
 
 class OnnxSegmenterModel:
     """A ``TritonPythonModel``: one ONNX Runtime session; dynamically batched requests run as one call."""
 
     def initialize(self, args: dict) -> None:
-        import onnxruntime as ort
+        import onnxruntime as ort  # the stub's own imports: absent where this module is only read
         import triton_python_backend_utils as pb_utils
 
         disable_numpy_hugepage_madvise()
         self.pb_utils = pb_utils
         config = json.loads(args["model_config"])
-        params = {k: v.get("string_value", "") for k, v in (config.get("parameters") or {}).items()}
+        threads = read_segmenter_params(config)["intra_op_threads"]
         path = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
         opts = ort.SessionOptions()
-        threads = int(params.get("intra_op_threads", "0") or 0)
         if threads:
             opts.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])

@@ -21,15 +21,16 @@ from s4c.serving.service import error_code
 def input_array(pb_utils, request, name: str) -> np.ndarray | None:
     """An input as a host numpy array, or None when the request did not send it.
 
-    With FORCE_CPU_ONLY_INPUT_TENSORS=no an input may sit on the GPU; the volume is tiled on the host,
-    so it is copied over once here (through DLPack and torch).
+    Our configs leave Triton's default (FORCE_CPU_ONLY_INPUT_TENSORS=yes: inputs on the host); a
+    deployment that sets it to no may hand over a GPU tensor, which is copied to the host once here
+    (the volume is tiled on the host), through DLPack and torch.
     """
     tensor = pb_utils.get_input_tensor_by_name(request, name)
     if tensor is None:
         return None
     if tensor.is_cpu():
         return tensor.as_numpy()
-    import torch
+    import torch  # only a GPU deployment gets here, and its image has torch
 
     return torch.utils.dlpack.from_dlpack(tensor.to_dlpack()).cpu().numpy()
 
@@ -76,18 +77,32 @@ def bls_error(pb_utils, error, what: str) -> BlsError:
     return child_error(error.message(), _code_name(pb_utils, error), what)
 
 
-def bls_segmenter(pb_utils, model_name: str, kind: str = "segmenter") -> Callable:
+def output_memory(pb_utils, device_id: int | None):
+    """Where a BLS request asks for its outputs: host memory for a CPU instance (``device_id`` None), or
+    GPU ``device_id``, the instance's own. Without it the outputs stay on the device of the model that
+    produced them (python_backend README, "preferred_memory", 23.04 on), so a CPU pipeline instance
+    could be handed GPU labels that the numpy voter cannot read."""
+    if device_id is None:
+        return pb_utils.PreferredMemory(pb_utils.TRITONSERVER_MEMORY_CPU, 0)
+    if isinstance(device_id, bool) or not isinstance(device_id, int) or device_id < 0:
+        raise ValueError(f"GPU device id must be an integer >= 0, got {device_id!r}")
+    return pb_utils.PreferredMemory(pb_utils.TRITONSERVER_MEMORY_GPU, device_id)
+
+
+def bls_segmenter(pb_utils, model_name: str, kind: str = "segmenter", device_id: int | None = None) -> Callable:
     """An async predictor that sends a (N, 1, 64, 64, 64) float32 batch to ``model_name`` over BLS
     (a phase's segmenter, or the locator: same tensors; ``kind`` names it in errors).
 
-    Returns the LABELS output as numpy when it is on the host, or as a torch tensor on the device
-    (DLPack, no copy) when the segmenter left it on a GPU.
+    The labels are asked for on the host (``device_id`` None: a CPU instance) or on GPU ``device_id``
+    (:func:`output_memory`). Returns the LABELS output (N, 64, 64, 64) uint8 as numpy when it is on the
+    host, or as a torch tensor on the device (DLPack, no copy).
     """
+    memory = output_memory(pb_utils, device_id)
 
     async def predict(batch: np.ndarray):
         request = pb_utils.InferenceRequest(model_name=model_name, requested_output_names=[contract.SEG_LABELS],
                                             inputs=[pb_utils.Tensor(contract.SEG_INPUT, batch)],
-                                            request_id=f"{INTERNAL_PREFIX}{kind}")
+                                            request_id=f"{INTERNAL_PREFIX}{kind}", preferred_memory=memory)
         response = await request.async_exec()
         if response.has_error():
             raise bls_error(pb_utils, response.error(), f"{kind} {model_name}")
