@@ -25,7 +25,7 @@ demo: $(STAMP)
 
 # Weights (ONNX) and configs into model_repository/ from the embedded checkpoints.
 repository: $(STAMP)
-	$(VENV)/bin/s4c export repository --out model_repository
+	$(VENV)/bin/s4c export repository --model-repository model_repository
 
 serve: $(STAMP)
 	$(VENV)/bin/s4c serve --model-repository model_repository

@@ -88,7 +88,8 @@ def test_phase_labels_and_decision_equal_the_library(triton, client, predictors,
     ref = in_process(predictors, ct, case.spacing, phase, MODES[model])
     labels = r.as_numpy(contract.LABELS)
     assert labels.dtype == np.uint8 and labels.shape == ct.shape
-    assert (ref.decision.labels > 0).any() or phase == "arterial"  # a non-trivial comparison
+    # A non-trivial comparison in both phases: the library finds the gland (about 3,000 voxels here).
+    assert np.count_nonzero(ref.decision.labels) >= 1000, np.bincount(ref.decision.labels.ravel())
     assert labels.tobytes() == ref.decision.labels.tobytes()
     assert bool(r.as_numpy(contract.ABNORMAL)[0]) == ref.decision.abnormal
     assert int(r.as_numpy(contract.TUMOR_VOXELS)[0]) == ref.decision.tumor_voxels
@@ -307,11 +308,15 @@ def test_tls_between_client_and_server(triton, tmp_path):
     base = [sys.executable, "-m", "s4c.cli", "infer", "--url", cfg.grpc_url, "--ct", str(ct), "--phase", "venous",
             "--retries", "0", "--timeout", "60"]
     with TritonServer(cfg, log_path=tmp_path / "tls.log", models=("s4c", "segmenter_venous")):
-        ok = subprocess.run([*base, "--out", str(tmp_path / "ok"), "--ssl", "--root-cert", str(ca)],
-                            capture_output=True, text=True, timeout=300)
-        assert ok.returncode == 0, ok.stderr
+        # The server's spelling (s4c serve --tls-*), then the former client flags, which stay as aliases.
+        for name, flags in (("ok", ["--tls", "--tls-ca", str(ca)]), ("old", ["--ssl", "--root-cert", str(ca)])):
+            ok = subprocess.run([*base, "--out", str(tmp_path / name), *flags], capture_output=True, text=True,
+                                timeout=300)
+            assert ok.returncode == 0, ok.stderr
+            assert (tmp_path / name / "venous_labels.nii.gz").exists()
         plain = subprocess.run([*base, "--out", str(tmp_path / "plain")], capture_output=True, text=True, timeout=300)
         assert plain.returncode == 3, plain.stdout + plain.stderr
+        assert "s4c infer: error: cannot reach the S4C server" in plain.stderr
 
 
 def test_client_cohort_mode(triton, tmp_path):

@@ -4,20 +4,29 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
 from s4c.labels import DEFAULT_MODE, DEFAULT_STRIDE, MODES, ROI_MARGIN_MM
 
 
+class CommandError(Exception):
+    """A subcommand's failure, printed as ``s4c <command>: error: <message>``; exits with ``code``."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 def _int_at_least(minimum: int, what: str):
-    """An argparse type: an integer >= ``minimum``, with an error that names the value."""
+    """An argparse type: an integer >= ``minimum``; its errors name ``what`` (the unit included)."""
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
         return value
@@ -25,28 +34,59 @@ def _int_at_least(minimum: int, what: str):
     return parse
 
 
+def _number(what: str, unit: str = "", *, low: float = 0.0, low_ok: bool = False, high: float | None = None):
+    """An argparse type: a finite number above ``low`` (or at it, ``low_ok``) and at most ``high``; its
+    errors name ``what`` and ``unit``, so each flag says what it wanted (NaN and inf are refused)."""
+    shown = f"{what} in {unit}" if unit else what
+    bound = f"{'>=' if low_ok else '>'} {low:g}" + (f" and <= {high:g}" if high is not None else "")
+    suffix = f" {unit}" if unit else ""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {shown}, got {text!r}") from None
+        ok = math.isfinite(value) and (value > low or (low_ok and value == low)) and (high is None or value <= high)
+        if not ok:
+            raise argparse.ArgumentTypeError(f"expected {what} {bound}{suffix}, got {text}")
+        return value
+
+    return parse
+
+
 _positive_int = _int_at_least(1, "a positive integer")
-_count = _int_at_least(0, "a count >= 0")
+_count = _int_at_least(0, "an integer count >= 0")
+_seconds_int = _int_at_least(1, "a whole number of seconds >= 1")
+_spacing = _number("a spacing", "mm")
+_mm = _number("a distance", "mm", low_ok=True)
+_seconds = _number("a time", "seconds")
+_learning_rate = _number("a learning rate")
+_fraction = _number("a fraction", low_ok=True, high=1.0)
+_weight = _number("a class weight", low_ok=True)
 
 
-def _spacing(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of mm, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"spacing must be finite and > 0 mm, got {text}")
+def _port(text: str) -> int:
+    """An argparse type: a TCP port number."""
+    value = _int_at_least(1, "a TCP port 1-65535")(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"expected a TCP port 1-65535, got {value}")
     return value
 
 
-def _mm(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of mm, got {text!r}") from None
-    if not (value >= 0 and value != float("inf")):
-        raise argparse.ArgumentTypeError(f"expected a finite number of mm >= 0, got {text}")
-    return value
+#: Why evaluate and demo refuse ``--batch-size``: it is the training batch everywhere else.
+INFERENCE_BATCH_HINT = ("is the training batch (s4c train, s4c cv); the sliding window's batch here is "
+                        "--inference-batch-size")
+
+
+class _Renamed(argparse.Action):
+    """A flag that meant something else here: stop with a message naming the flag to use instead."""
+
+    def __init__(self, option_strings, dest, *, hint: str, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs="?", help=argparse.SUPPRESS, **kwargs)
+        self.hint = hint
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        parser.error(f"{option_string} {self.hint}")
 
 
 def _cmd_phantom(args: argparse.Namespace) -> int:
@@ -63,7 +103,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     if args.in_process:
         run_demo_in_process(args.out, seed=args.seed, models=args.models, stride=args.stride,
-                            batch_size=args.batch_size, mode=args.mode, normal=args.normal)
+                            batch_size=args.inference_batch_size, mode=args.mode, normal=args.normal)
     else:
         run_demo(args.out, seed=args.seed, models=args.models, repository=args.model_repository, mode=args.mode,
                  normal=args.normal)
@@ -71,11 +111,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_classify(args: argparse.Namespace) -> int:
-    from s4c.io import load_nifti
+    from s4c.io import load_canonical
     from s4c.postprocess import classify
     from s4c.validation import as_label_volume
 
-    vol = load_nifti(args.labels)
+    vol = load_canonical(args.labels)
     d = classify(as_label_volume(vol.array, Path(args.labels).name), vol.spacing)
     print(json.dumps(d.to_dict(), indent=2))
     return 0
@@ -100,7 +140,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from s4c.evaluation.evaluate import evaluate
 
-    report = evaluate(args.data, args.out, models=args.models, stride=args.stride, batch_size=args.batch_size,
+    report = evaluate(args.data, args.out, models=args.models, stride=args.stride,
+                      batch_size=args.inference_batch_size,
                       threads=args.threads, progress=not args.no_progress, mode=args.mode,
                       roi_margin_mm=args.roi_margin)
     _print_summary(report, args.out)
@@ -114,7 +155,8 @@ def _cmd_cv(args: argparse.Namespace) -> int:
                                    ("width", args.width)) if v is not None}
     locator = {k: v for k, v in (("iterations", args.locator_iterations),) if v is not None}
     report = cross_validate(args.data, args.out, folds=args.folds, seed=args.seed, stride=args.stride,
-                            eval_batch_size=args.eval_batch_size, threads=args.threads, progress=not args.no_progress,
+                            eval_batch_size=args.inference_batch_size, threads=args.threads,
+                            progress=not args.no_progress,
                             mode=args.mode, preset=args.preset, roi_margin_mm=args.roi_margin,
                             locator_kwargs=locator, **overrides)
     _print_summary(report, args.out)
@@ -147,7 +189,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         bad = sorted(set(engines) - set(ENGINE_KEYS))
         if bad:
             raise ValueError(f"--engine takes {', '.join(ENGINE_KEYS)}, got {', '.join(bad)}")
-        path = export_repository(args.out, models=args.models, engines=engines, mode=args.mode)
+        path = export_repository(args.model_repository, models=args.models, engines=engines, mode=args.mode)
     print(f"wrote {path}")
     return 0
 
@@ -165,34 +207,47 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_infer(args: argparse.Namespace) -> int:
-    from s4c.serving.client import ClientError, InferenceClient, TlsConfig, infer_case, infer_cohort
-    from s4c.serving.scans import ScanError
+    from s4c.serving.client import ClientError, InferenceClient, TlsConfig
+    from s4c.serving.server import ServerError
 
     modes = [bool(args.arterial or args.venous), bool(args.ct), bool(args.manifest)]
     if sum(modes) != 1:
-        print("error: give --arterial and --venous, or --ct with --phase, or --manifest", file=sys.stderr)
-        return 2
+        raise CommandError("give --arterial and --venous, or --ct with --phase, or --manifest")
     if modes[0] and not (args.arterial and args.venous):
-        print("error: dual phase needs both --arterial and --venous (or use --ct with --phase)", file=sys.stderr)
-        return 2
+        raise CommandError("dual phase needs both --arterial and --venous (or use --ct with --phase)")
     if modes[1] and not args.phase:
-        print("error: --ct needs --phase arterial|venous", file=sys.stderr)
-        return 2
+        raise CommandError("--ct needs --phase arterial|venous")
     tls = None
-    if args.ssl or args.root_cert:
-        tls = TlsConfig(args.root_cert, args.private_key, args.cert_chain)
+    if args.tls or args.tls_ca or args.tls_cert or args.tls_key:
+        if args.url is None:
+            raise CommandError("the TLS flags are for a running server: give its --url")
+        tls = TlsConfig(args.tls_ca, args.tls_key, args.tls_cert)
     try:
-        with InferenceClient(args.url, timeout_s=args.timeout, retries=args.retries, tls=tls) as client:
-            if args.manifest:
-                rows = infer_cohort(client, args.manifest, args.out, concurrency=args.concurrency,
-                                    progress=not args.no_progress)
-                _print_cohort(rows, args.out)
-                return 0 if all(r["status"] == "ok" for r in rows) else 1
-            paths = {"arterial": args.arterial, "venous": args.venous} if modes[0] else {args.phase: args.ct}
-            answer, written = infer_case(client, paths, args.out)
-    except (ScanError, ClientError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2 if isinstance(exc, ScanError) else 3
+        if args.url is not None:
+            with InferenceClient(args.url, timeout_s=args.timeout, retries=args.retries, tls=tls) as client:
+                return _infer_with(client, args, modes)
+        from s4c.serving.local import local_server
+
+        # No server given: one of our own on free loopback ports, for this command only.
+        with local_server(args.model_repository, models=args.models, log_path=args.out / "tritonserver.log",
+                          echo=lambda line: print(line, file=sys.stderr)) as server:
+            with InferenceClient(server.config.grpc_url, timeout_s=args.timeout, retries=args.retries) as client:
+                return _infer_with(client, args, modes)
+    except (ClientError, ServerError) as exc:
+        raise CommandError(str(exc), 3) from exc
+
+
+def _infer_with(client, args: argparse.Namespace, modes: list[bool]) -> int:
+    """``s4c infer``'s work once a client is connected."""
+    from s4c.serving.client import infer_case, infer_cohort
+
+    if args.manifest:
+        rows = infer_cohort(client, args.manifest, args.out, concurrency=args.concurrency,
+                            progress=not args.no_progress)
+        _print_cohort(rows, args.out)
+        return 0 if all(r["status"] == "ok" for r in rows) else 1
+    paths = {"arterial": args.arterial, "venous": args.venous} if modes[0] else {args.phase: args.ct}
+    answer, written = infer_case(client, paths, args.out)
     for phase, rep in answer.report["phases"].items():
         t = max(rep["tumors"], key=lambda c: c["voxels"]) if rep["tumors"] else None
         where = (f"; largest tumour {t['volume_ml']:.2f} mL at world (x, y, z) "
@@ -235,8 +290,11 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--models", type=Path, default=None, help="folder with default_{arterial,venous}.pt")
     de.add_argument("--stride", type=_positive_int, default=DEFAULT_STRIDE, help="--in-process only (the "
                     "server's stride is a config.pbtxt parameter)")
-    de.add_argument("--batch-size", type=_positive_int, default=8, help="--in-process only")
-    de.add_argument("--model-repository", type=Path, default=Path("model_repository"))
+    de.add_argument("--inference-batch-size", type=_positive_int, default=8,
+                    help="sliding-window patches per network call; --in-process only")
+    de.add_argument("--batch-size", action=_Renamed, hint=INFERENCE_BATCH_HINT)
+    de.add_argument("--model-repository", type=Path, default=Path("model_repository"),
+                    help="the Triton model repository to serve (default: ./model_repository)")
     de.add_argument("--in-process", action="store_true", help="run the library pipeline without the server")
     de.add_argument("--mode", choices=list(MODES), default=DEFAULT_MODE,
                     help="roi: locator then segmenter on the pancreas region (default); full: whole volume")
@@ -256,18 +314,18 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--iterations", type=_positive_int, default=None, help="paper: 80,000")
     tr.add_argument("--batch-size", type=_positive_int, default=None, help="paper: 16")
     tr.add_argument("--width", type=_positive_int, default=None, help="base channels w (paper: 32)")
-    tr.add_argument("--lr", type=_spacing, default=None, help="base learning rate, poly decay 0.9 (paper: 0.01)")
+    tr.add_argument("--lr", type=_learning_rate, default=None, help="base learning rate, poly decay 0.9 (paper: 0.01)")
     tr.add_argument("--seed", type=int, default=None)
     tr.add_argument("--spacing", type=_spacing, nargs=3, default=None, metavar=("Z", "Y", "X"),
                     help="working spacing in mm (default: the preset's, else the first case's)")
     tr.add_argument("--roi-margin", type=_mm, default=None, help="roi preset: ROI margin in mm")
     tr.add_argument("--roi-jitter", type=_mm, default=None, help="roi preset: +- jitter of each side in mm")
-    tr.add_argument("--lesion-fraction", type=float, default=None,
+    tr.add_argument("--lesion-fraction", type=_fraction, default=None,
                     help="roi preset: share of all patches centred on a lesion (default: drawn per case)")
     tr.add_argument("--checkpoint-every", type=_positive_int, default=None)
     tr.add_argument("--snapshot-every", type=_count, default=None,
                     help="keep snapshots/model_<iteration>.pt every N iterations (learning curves)")
-    tr.add_argument("--class-weights", type=float, nargs=4, default=None, metavar=("BG", "PANC", "TUM", "DUCT"),
+    tr.add_argument("--class-weights", type=_weight, nargs=4, default=None, metavar=("BG", "PANC", "TUM", "DUCT"),
                     help="per-class cross-entropy weights (default: none, as in the paper)")
     tr.add_argument("--init", type=Path, default=None,
                     help="warm start from this checkpoint's weights (same --width); a resumed run ignores it")
@@ -286,7 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "whole-volume sliding window")
     ev.add_argument("--roi-margin", type=_mm, default=ROI_MARGIN_MM, help="roi mode: margin around the "
                     "locator's pancreas box, mm")
-    ev.add_argument("--batch-size", type=_positive_int, default=8)
+    ev.add_argument("--inference-batch-size", type=_positive_int, default=8,
+                    help="sliding-window patches per network call")
+    ev.add_argument("--batch-size", action=_Renamed, hint=INFERENCE_BATCH_HINT)
     ev.add_argument("--threads", type=_positive_int, default=None)
     ev.add_argument("--no-progress", action="store_true")
     ev.set_defaults(func=_cmd_evaluate)
@@ -302,7 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--iterations", type=_positive_int, default=None, help="segmenters (default: the preset's)")
     cv.add_argument("--locator-iterations", type=_positive_int, default=None)
     cv.add_argument("--batch-size", type=_positive_int, default=None, help="training batch (default: the preset's)")
-    cv.add_argument("--eval-batch-size", type=_positive_int, default=8)
+    cv.add_argument("--inference-batch-size", "--eval-batch-size", type=_positive_int, default=8,
+                    help="sliding-window patches per network call when evaluating")
     cv.add_argument("--width", type=_positive_int, default=None)
     cv.add_argument("--seed", type=int, default=0)
     cv.add_argument("--stride", type=_positive_int, default=DEFAULT_STRIDE)
@@ -323,8 +384,10 @@ def build_parser() -> argparse.ArgumentParser:
     et.add_argument("--opt-batch", type=_positive_int, default=8)
     et.add_argument("--max-batch", type=_positive_int, default=16)
     er = exs.add_parser("repository", help="weights and configs into a Triton model repository")
-    er.add_argument("--out", type=Path, default=Path("model_repository"),
-                    help="repository holding the model_repository/ layout (default: ./model_repository)")
+    er.add_argument("--model-repository", "--out", dest="model_repository", type=Path,
+                    default=Path("model_repository"),
+                    help="repository holding the model_repository/ layout (default: ./model_repository; "
+                    "--out is the former name)")
     er.add_argument("--models", type=Path, default=None,
                     help="folder with default_{arterial,venous,locator}.pt (default: the embedded models)")
     er.add_argument("--engine", nargs=2, action="append", metavar=("MODEL", "PLAN"), default=None,
@@ -336,11 +399,12 @@ def build_parser() -> argparse.ArgumentParser:
     ex.set_defaults(func=_cmd_export)
 
     sv = sub.add_parser("serve", help="run the real tritonserver on the model repository (foreground)")
-    sv.add_argument("--model-repository", type=Path, default=Path("model_repository"))
+    sv.add_argument("--model-repository", type=Path, default=Path("model_repository"),
+                    help="the Triton model repository to serve (default: ./model_repository)")
     sv.add_argument("--models", type=Path, default=None, help="checkpoints to export if the repository is stale")
-    sv.add_argument("--grpc-port", type=_positive_int, default=8001)
-    sv.add_argument("--http-port", type=_positive_int, default=8000)
-    sv.add_argument("--metrics-port", type=_positive_int, default=8002)
+    sv.add_argument("--grpc-port", type=_port, default=8001)
+    sv.add_argument("--http-port", type=_port, default=8000)
+    sv.add_argument("--metrics-port", type=_port, default=8002)
     sv.add_argument("--address", default="127.0.0.1", help="listen address (default loopback only)")
     sv.add_argument("--form", choices=["tensorrt", "onnxruntime"], default=None,
                     help="segmenter form: configs/<form>.pbtxt (GPU server); default the CPU form")
@@ -351,25 +415,37 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--tls-client-ca", type=Path, default=None, help="mutual TLS: CA that signs client certificates")
     sv.add_argument("--build-engines", action="store_true",
                     help="build missing or stale FP16 TensorRT plans first (GPU server, --form tensorrt)")
-    sv.add_argument("--exit-timeout", type=_positive_int, default=30,
+    sv.add_argument("--exit-timeout", type=_seconds_int, default=30,
                     help="seconds in-flight requests get to finish on SIGTERM")
     sv.set_defaults(func=_cmd_serve)
 
-    inf = sub.add_parser("infer", help="send scans to a running server over gRPC and write the results")
-    inf.add_argument("--url", default="127.0.0.1:8001", help="HOST:PORT of the gRPC endpoint")
+    inf = sub.add_parser("infer", help="send scans to the server over gRPC and write the results (without "
+                         "--url: start a local server for this command)")
+    inf.add_argument("--url", default=None, help="HOST:PORT of a running server's gRPC endpoint (default: start "
+                     "tritonserver on free loopback ports for this command and stop it afterwards)")
+    inf.add_argument("--model-repository", type=Path, default=Path("model_repository"),
+                     help="without --url: the repository the local server serves (default: ./model_repository)")
+    inf.add_argument("--models", type=Path, default=None,
+                     help="without --url: checkpoints to export if the repository is stale")
     inf.add_argument("--arterial", type=Path, help="arterial-phase NIfTI")
     inf.add_argument("--venous", type=Path, help="venous-phase NIfTI")
     inf.add_argument("--ct", type=Path, help="one scan (with --phase)")
     inf.add_argument("--phase", choices=["arterial", "venous"])
     inf.add_argument("--manifest", type=Path, help="cohort manifest.csv (case_id, arterial, venous columns)")
     inf.add_argument("--concurrency", type=_positive_int, default=1, help="cases in flight (--manifest)")
-    inf.add_argument("--out", required=True, type=Path)
-    inf.add_argument("--timeout", type=_spacing, default=600.0, help="seconds per call")
+    inf.add_argument("--out", required=True, type=Path, help="folder for <phase>_labels.nii.gz, report.json, "
+                     "overlay.png (--manifest: one folder per case and summary.csv)")
+    inf.add_argument("--timeout", type=_seconds, default=600.0, help="seconds per call")
     inf.add_argument("--retries", type=_count, default=3, help="retries when the server is UNAVAILABLE")
-    inf.add_argument("--ssl", action="store_true", help="use TLS (with --root-cert for a private CA)")
-    inf.add_argument("--root-cert", type=Path, default=None)
-    inf.add_argument("--private-key", type=Path, default=None)
-    inf.add_argument("--cert-chain", type=Path, default=None)
+    # TLS flags: the server's spelling (s4c serve --tls-*); the former client names stay as aliases.
+    inf.add_argument("--tls", "--ssl", dest="tls", action="store_true",
+                     help="gRPC over TLS (with --tls-ca for a private CA)")
+    inf.add_argument("--tls-ca", "--root-cert", dest="tls_ca", type=Path, default=None,
+                     help="CA certificate (PEM) that signed the server's certificate")
+    inf.add_argument("--tls-cert", "--cert-chain", dest="tls_cert", type=Path, default=None,
+                     help="mutual TLS: this client's certificate chain (PEM)")
+    inf.add_argument("--tls-key", "--private-key", dest="tls_key", type=Path, default=None,
+                     help="mutual TLS: this client's private key (PEM)")
     inf.add_argument("--no-progress", action="store_true")
     inf.set_defaults(func=_cmd_infer)
 
@@ -387,9 +463,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"s4c {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    except CommandError as exc:
+        return _fail(args.command, exc, exc.code)
+    except (ValueError, FileNotFoundError) as exc:  # bad input named by the library (ScanError included)
+        return _fail(args.command, exc, 2)
+
+
+def _fail(command: str, exc: BaseException, code: int) -> int:
+    """Every subcommand's errors look alike: ``s4c <command>: error: <message>`` (argparse's too)."""
+    print(f"s4c {command}: error: {exc}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

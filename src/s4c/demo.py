@@ -4,7 +4,8 @@
 gRPC client (``s4c_dual_phase``: tiling, segmenter over BLS, vote, component filter, rule, fusion)
 -> labels NIfTI + report.json + overlay.png -> stop the server -> summary.
 
-:func:`run_demo_in_process`: the same case through the in-process library pipeline (no server).
+:func:`run_demo_in_process`: the same case through the in-process library pipeline (no server), read
+and written the same way (:func:`s4c.serving.scans.read_scan`, :func:`s4c.outputs.write_results`).
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ from pathlib import Path
 from s4c.data.phantom import generate_case
 from s4c.inference.pipeline import run_case
 from s4c.inference.predictor import load_locator, load_predictors
-from s4c.io import load_nifti, save_nifti
+from s4c.io import save_nifti
 from s4c.labels import DEFAULT_MODE, DEFAULT_STRIDE, PHASES
-from s4c.outputs import write_case
+from s4c.outputs import write_results
 from s4c.postprocess import classify, fuse
+from s4c.report import phase_report
+from s4c.serving.scans import read_scan
 
 
 def _write_phantom(out: Path, seed: int, shape, spacing, echo, abnormal: bool = True):
@@ -56,36 +59,17 @@ def run_demo(out: str | Path, *, seed: int = 7, repository: str | Path = "model_
     exported there in ``mode``, so the demo never rewrites the repository it was given.
     """
     import json
-    import shutil
 
-    from s4c.repository.export import configured_mode, export_repository, repository_is_current
     from s4c.serving.client import InferenceClient, infer_case
-    from s4c.serving.server import ServerConfig, TritonServer, free_ports
+    from s4c.serving.local import local_server
 
     out = Path(out)
     t_all = time.perf_counter()
     case, inputs = _write_phantom(out, seed, shape, spacing, echo, abnormal=not normal)
-    repository = Path(repository)
-    if configured_mode(repository) != mode:
-        copy = out / f"model_repository_{mode}"
-        shutil.rmtree(copy, ignore_errors=True)
-        shutil.copytree(repository, copy)
-        echo(f"serving a copy of {repository} in {mode} mode: {copy}")
-        repository = copy
-        export_repository(repository, models=models, mode=mode)
-    elif not repository_is_current(repository, models):
-        echo(f"exporting the segmenters and the locator into {repository}")
-        export_repository(repository, models=models)
-    grpc, http, metrics = free_ports(3)
-    cfg = ServerConfig(repository, grpc_port=grpc, http_port=http, metrics_port=metrics)
-    log = out / "tritonserver.log"
-    t = time.perf_counter()
-    echo(f"starting tritonserver on 127.0.0.1:{grpc} (log: {log})")
-    with TritonServer(cfg, log_path=log) as server:
-        echo(f"server ready in {time.perf_counter() - t:.1f} s: {', '.join(server.models)}")
-        with InferenceClient(cfg.grpc_url) as client:
+    with local_server(repository, models=models, mode=mode, workdir=out, log_path=out / "tritonserver.log",
+                      echo=echo) as server:
+        with InferenceClient(server.config.grpc_url) as client:
             answer, paths = infer_case(client, inputs, out)
-        echo("stopping the server")
     ref = {p: classify(getattr(case, f"{p}_label"), case.spacing) for p in PHASES}
     ref_abnormal = fuse(*ref.values())
     report = json.loads(paths["report"].read_text())
@@ -123,9 +107,9 @@ def run_demo_in_process(out: str | Path, *, seed: int = 7, models: str | Path | 
              "network, so the network's labels and decision below are meaningless. The pipeline still runs "
              "end to end.")
 
-    volumes = {p: load_nifti(path) for p, path in inputs.items()}
+    scans = {p: read_scan(path) for p, path in inputs.items()}  # the client's reader: the same grid as served
     t = time.perf_counter()
-    abnormal, results = run_case({p: (v.array, v.spacing) for p, v in volumes.items()}, predictors,
+    abnormal, results = run_case({p: (s.ct, s.spacing) for p, s in scans.items()}, predictors,
                                  stride=stride, batch_size=batch_size, mode=mode, locator=locator)
     seconds = time.perf_counter() - t
 
@@ -137,9 +121,10 @@ def run_demo_in_process(out: str | Path, *, seed: int = 7, models: str | Path | 
                            **{p: d.to_dict() for p, d in ref_decisions.items()}},
         "seconds_total": round(seconds, 3), "stride": stride, "mode": mode,
     }
-    paths = write_case(out, abnormal, results,
-                       {p: (v.array, v.affine, v.spacing) for p, v in volumes.items()},
-                       {p: spec for p, (_, spec) in predictors.items()}, reference, report_extra)
+    report = {"abnormal": bool(abnormal),
+              "phases": {p: phase_report(r, scans[p].affine, predictors[p][1]) for p, r in results.items()},
+              **report_extra}
+    paths = write_results(out, scans, {p: r.decision.labels for p, r in results.items()}, report)
 
     for p in PHASES:
         d, r = results[p].decision, ref_decisions[p]

@@ -1,49 +1,68 @@
-"""Writing a case's results: label NIfTI files on each input grid, a JSON report and a PNG overview."""
+"""Writing a case's results: one writer and one set of file names for the demo (served and in
+process), ``s4c infer`` and ``s4c evaluate --write-cases``.
+
+``out/<phase>_labels.nii.gz`` for each phase, on the input file's own grid and affine;
+``out/report.json``; ``out/overlay.png``: axial, coronal and sagittal slices through each phase's
+largest tumour (pancreas blue, tumour red, duct green).
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
-from s4c.checkpoint import ModelSpec
-from s4c.inference.pipeline import PhaseResult
 from s4c.io import save_nifti
-from s4c.report import phase_report
-from s4c.viz import pick_slice, render_panels
+from s4c.viz import render_tumour_views
+
+#: The result files of a case (``LABELS_FILE.format(phase=...)``).
+LABELS_FILE = "{phase}_labels.nii.gz"
+REPORT_FILE = "report.json"
+OVERLAY_FILE = "overlay.png"
 
 
-def write_case(out_dir: str | Path, abnormal: bool, results: Mapping[str, PhaseResult],
-               images: Mapping[str, tuple[np.ndarray, np.ndarray, tuple[float, float, float]]],
-               specs: Mapping[str, ModelSpec], reference: Mapping[str, np.ndarray] | None = None,
-               extra: dict | None = None) -> dict[str, Path]:
-    """Write ``labels_<phase>.nii.gz``, ``report.json`` and ``overview.png`` into ``out_dir``.
+class CanonicalScan(Protocol):
+    """A scan on the canonical RAS+ grid that knows its source file's grid (``s4c.serving.scans.Scan``)."""
 
-    ``images`` maps phase -> (HU array (Z, Y, X), affine, spacing). ``reference`` optionally maps
-    phase -> ground-truth labels, shown beside the prediction in the PNG.
+    ct: np.ndarray
+    spacing: tuple[float, float, float]
+    source_affine: np.ndarray
+
+    def to_file(self, array: np.ndarray) -> np.ndarray: ...
+
+    def canonical_to_file_index(self, zyx) -> list[float]: ...
+
+
+def labels_file(phase: str) -> str:
+    """The file name of a phase's labels."""
+    return LABELS_FILE.format(phase=phase)
+
+
+def write_results(out: str | Path, scans: Mapping[str, CanonicalScan], labels: Mapping[str, np.ndarray],
+                  report: Mapping) -> dict[str, Path]:
+    """Write a case's results into ``out``; returns ``{"<phase>_labels", "report", "overlay"}`` paths.
+
+    ``labels`` are each phase's labels on its scan's canonical grid (what the server answers); they are
+    written back on the file's grid and affine. ``report`` is ``{"abnormal", "phases": {phase: ...}, ...}``;
+    each tumour gets ``centroid_zyx_input``, its centroid as an index of the input file.
     """
-    out = Path(out_dir)
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    report = json.loads(json.dumps(report))  # a copy: the caller's dict is not changed
     paths: dict[str, Path] = {}
-    report: dict = {"abnormal": bool(abnormal), "phases": {}}
-    panels = []
-    for phase, res in results.items():
-        hu, affine, _ = images[phase]
-        paths[f"labels_{phase}"] = save_nifti(out / f"labels_{phase}.nii.gz", res.decision.labels, affine)
-        report["phases"][phase] = phase_report(res, affine, specs[phase])
-        ref = None if reference is None else reference.get(phase)
-        z = pick_slice(res.decision.labels, ref)
-        panels.append((f"{phase} CT z={z}", hu[z], None))
-        if ref is not None:
-            panels.append((f"{phase} reference", hu[z], ref[z]))
-        panels.append((f"{phase} S4C", hu[z], res.decision.labels[z]))
-    if extra:
-        report.update(extra)
-    first = next(iter(images.values()))
-    paths["overview"] = render_panels(panels, out / "overview.png", spacing_yx=first[2][1:],
-                                      affine=first[1])
-    paths["report"] = out / "report.json"
+    for phase, scan in scans.items():
+        lab = np.asarray(labels[phase], dtype=np.uint8)
+        paths[f"{phase}_labels"] = save_nifti(out / labels_file(phase), scan.to_file(lab), scan.source_affine)
+        rep = report["phases"][phase]
+        rep["grid"] = ("tumour centroid_zyx is on the canonical RAS grid; centroid_zyx_input is the same point "
+                       "as an index of the input file")
+        for t in rep.get("tumors", []):
+            t["centroid_zyx_input"] = [round(v, 3) for v in scan.canonical_to_file_index(t["centroid_zyx"])]
+    paths["report"] = out / REPORT_FILE
     paths["report"].write_text(json.dumps(report, indent=2) + "\n")
+    paths["overlay"] = render_tumour_views({p: (s.ct, labels[p], s.spacing) for p, s in scans.items()},
+                                           out / OVERLAY_FILE)
     return paths

@@ -1,7 +1,8 @@
 """``s4c infer``: the gRPC client of the ``s4c`` and ``s4c_dual_phase`` models.
 
 It sends int16 (Z, Y, X) volumes on the canonical grid with their spacing and affine, and writes the
-labels back on each input file's own grid, a ``report.json`` and an ``overlay.png``. Transient
+answer with :func:`s4c.outputs.write_results` (labels back on each input file's own grid, a
+``report.json`` and an ``overlay.png``). Transient
 failures (UNAVAILABLE) are retried with back-off; every call has a deadline; TLS is optional.
 """
 
@@ -21,7 +22,8 @@ from tqdm import tqdm
 from s4c import contract
 from s4c.data.cohort import read_manifest
 from s4c.labels import PHASES
-from s4c.serving.scans import Scan, ScanError, read_scan, save_labels
+from s4c.outputs import write_results
+from s4c.serving.scans import Scan, ScanError, read_scan
 
 
 class ClientError(RuntimeError):
@@ -165,26 +167,10 @@ def _path(p: Path | None) -> str | None:
 
 
 def write_answer(out: str | Path, scans: Mapping[str, Scan], answer: CaseAnswer) -> dict[str, Path]:
-    """``<phase>_labels.nii.gz`` on each input file's grid, ``report.json`` and ``overlay.png``."""
-    from s4c.viz import render_tumour_views
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    paths: dict[str, Path] = {}
-    report = json.loads(json.dumps(answer.report))
-    for phase, scan in scans.items():
-        paths[f"{phase}_labels"] = save_labels(out / f"{phase}_labels.nii.gz", scan, answer.labels[phase])
-        rep = report["phases"][phase]
-        rep["grid"] = ("tumour centroid_zyx is on the canonical RAS grid that was sent; centroid_zyx_input is "
-                       "the same point as an index of the input file")
-        for t in rep.get("tumors", []):
-            t["centroid_zyx_input"] = [round(v, 3) for v in scan.canonical_to_file_index(t["centroid_zyx"])]
-    report["client_seconds"] = round(answer.seconds, 3)
-    paths["report"] = out / "report.json"
-    paths["report"].write_text(json.dumps(report, indent=2) + "\n")
-    paths["overlay"] = render_tumour_views({p: (s.ct, answer.labels[p], s.spacing) for p, s in scans.items()},
-                                           out / "overlay.png")
-    return paths
+    """The answer as :func:`s4c.outputs.write_results` writes every case (``<phase>_labels.nii.gz`` on each
+    input file's grid, ``report.json``, ``overlay.png``), with the client's time in the report."""
+    report = {**answer.report, "client_seconds": round(answer.seconds, 3)}
+    return write_results(out, scans, answer.labels, report)
 
 
 def infer_case(client: InferenceClient, paths: Mapping[str, Path], out: str | Path) -> tuple[CaseAnswer, dict]:
