@@ -121,6 +121,89 @@ def test_torch_voter_equals_numpy_voter_on_cpu(shape, stride):
     assert np.array_equal(tv.result(), ref.result())
 
 
+@pytest.mark.parametrize(("shape", "stride", "num_classes", "priority"), [
+    ((65, 64, 127), 13, 4, None),  # the highest coverage the uint8 counts allow, an odd extent
+    ((64, 200, 64), 61, 4, (3, 1, 2, 0)),  # windows barely overlapping, another tie order
+    ((97, 70, 66), 20, 2, (1, 0)),  # the locator's two classes, foreground winning ties
+    ((64, 64, 64), 64, 3, (0, 2, 1)),  # one window: no overlap at all
+])
+def test_torch_voter_equals_numpy_voter_on_awkward_shapes(shape, stride, num_classes, priority):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(sum(shape) + stride)
+    origins = window_origins(shape, 64, stride)
+    patches = rng.integers(0, num_classes, size=(len(origins), 64, 64, 64)).astype(np.uint8)
+    patches[::3] = patches[::3] // 2  # fewer labels in some windows: more ties
+    ref = LabelVoter(shape, 64, stride, num_classes=num_classes, tie_priority=priority, backend="numpy")
+    tv = TorchLabelVoter(shape, 64, stride, num_classes=num_classes, tie_priority=priority, device="cpu")
+    start = 0
+    for size in (1, 5, 2, len(origins)):  # uneven batches, the last one whatever is left
+        part = slice(start, min(start + size, len(origins)))
+        ref.add(patches[part], origins[part])
+        tv.add(torch.from_numpy(patches[part]), origins[part])
+        start = part.stop
+    assert start == len(origins)
+    assert np.array_equal(tv.result(), ref.result())
+
+
+def test_torch_voter_has_read_its_input_when_add_returns():
+    """Triton frees a BLS output's memory once the response goes: whatever add() still had to read would be
+    gone. On the CPU device: overwrite the input right after add(), and the vote must not change."""
+    torch = pytest.importorskip("torch")
+    shape = (80, 64, 90)
+    origins = window_origins(shape, 64, 20)
+    patches = np.random.default_rng(4).integers(0, 4, size=(len(origins), 64, 64, 64)).astype(np.uint8)
+    ref = LabelVoter(shape, 64, 20, backend="numpy")
+    ref.add(patches, origins)
+    tv = TorchLabelVoter(shape, 64, 20, device="cpu")
+    for i in range(0, len(origins), 2):
+        batch = torch.from_numpy(patches[i : i + 2].copy())
+        tv.add(batch, origins[i : i + 2])
+        batch.fill_(3)  # the buffer reused (or freed) as soon as add() is back
+    assert np.array_equal(tv.result(), ref.result())
+
+
+def test_torch_voter_waits_for_its_cuda_stream(monkeypatch):
+    """add() ends with _finish on the counts' device; on CUDA that synchronises the current stream."""
+    torch = pytest.importorskip("torch")
+    synced = []
+
+    class Stream:
+        def __init__(self, device):
+            self.device = device
+
+        def synchronize(self):
+            synced.append(self.device)
+
+    monkeypatch.setattr(torch.cuda, "current_stream", Stream)
+    tv = TorchLabelVoter((64, 64, 64), 64, 20, device="cpu")
+    tv._finish(torch.device("cuda", 1))
+    tv._finish(torch.device("cpu"))
+    assert synced == [torch.device("cuda", 1)]
+    finished = []
+    monkeypatch.setattr(tv, "_finish", finished.append)
+    tv.add(torch.zeros((1, 64, 64, 64), dtype=torch.uint8), np.zeros((1, 3), np.int64))
+    assert finished == [torch.device("cpu")]
+
+
+def _ops_in_add(torch, n: int, num_classes: int) -> int:
+    tv = TorchLabelVoter((64, 64, 160), 64, 32, num_classes=num_classes, device="cpu")
+    origins = window_origins((64, 64, 160), 64, 32)[:n]
+    patches = torch.from_numpy((np.arange(n * 64**3) % num_classes).astype(np.uint8).reshape(n, 64, 64, 64))
+    tv.add(patches[:1], origins[:1])  # first call builds the cached window offsets
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        tv.add(patches, origins)
+    return sum(1 for e in prof.events() if e.name.startswith("aten::"))
+
+
+def test_torch_voter_launches_per_batch_not_per_patch_and_class():
+    """The op count of one add() is the same for 1 patch as for 4, and for 2 classes as for 4: one flat
+    index_add per batch (a per-patch, per-class loop would grow with both)."""
+    torch = pytest.importorskip("torch")
+    counts = {(n, c): _ops_in_add(torch, n, c) for n in (1, 4) for c in (2, 4)}
+    assert len(set(counts.values())) == 1, counts
+    assert next(iter(counts.values())) < 40
+
+
 def test_torch_voter_through_the_sliding_window():
     torch = pytest.importorskip("torch")
     image = np.random.default_rng(0).integers(-200, 300, size=(66, 80, 70)).astype(np.int16)
