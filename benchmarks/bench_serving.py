@@ -111,6 +111,33 @@ def infer_once(client, ct: np.ndarray, phase: str = "venous", spacing=SPACING) -
     return seconds, json.loads(r.as_numpy(contract.REPORT)[0])
 
 
+def infer_once_shm(client, ct: np.ndarray, headers: dict, phase: str = "venous",
+                   spacing=SPACING) -> tuple[float, dict]:
+    """:func:`infer_once` with the CT and the labels in system shared memory (``s4c infer
+    --shared-memory``); SPACING, PHASE and REPORT stay in the gRPC message."""
+    from s4c.serving.shm import SystemSharedMemory
+
+    with SystemSharedMemory(client, headers) as shm:
+        inputs = [shm.input(contract.CT, ct, "INT16"),
+                  *make_inputs({contract.SPACING: (np.asarray(spacing, np.float32), "FP32"),
+                                contract.PHASE: (np.array([phase.encode()], dtype=np.object_), "BYTES")})]
+        outputs = [shm.output(contract.LABELS, ct.shape, "UINT8"),
+                   client_module().InferRequestedOutput(contract.REPORT)]
+        t0 = time.perf_counter()
+        r = client.infer(contract.PIPELINE_MODEL, inputs, outputs=outputs, client_timeout=3600)
+        seconds = time.perf_counter() - t0
+        labels = shm.read(contract.LABELS)
+    report = json.loads(r.as_numpy(contract.REPORT)[0])
+    report["_labels_nonzero"] = int(np.count_nonzero(labels))
+    return seconds, report
+
+
+def client_module():
+    import tritonclient.grpc as grpcclient
+
+    return grpcclient
+
+
 def ort_only_seconds(predictor: OnnxPredictor, ct: np.ndarray, batch: int = 8) -> float:
     """The network alone on the same patches in the same batches (patch extraction not timed)."""
     padded = pad_to_window(ct, 64, -160.0)
@@ -296,6 +323,26 @@ def main() -> None:
                                  "end_to_end_s": round(c_seconds, 3), "server_timings_s": c_report["timings_s"],
                                  "how": "max over 50 ms samples of the summed PSS of tritonserver and every stub "
                                         "process (one session), minus the warm idle value just before"}
+        # The same request with the CT and the labels in system shared memory (a client on this host).
+        # The regions are the client's pages that the server maps: PSS gives the server half of them, so
+        # the conservative figure below adds both regions in full.
+        from s4c.serving.server import grpc_admin_header
+
+        admin = {grpc_admin_header(): server.config.admin_key}
+        infer_once_shm(client, np.ascontiguousarray(clinical[:48, :160, :160]), admin)  # warm the shm path
+        idle = session_rss_bytes(sid)
+        with PeakSampler(sid) as sampler:
+            s_seconds, s_report = infer_once_shm(client, clinical, admin, spacing=clinical_spacing)
+        regions = clinical.nbytes + clinical.size  # the int16 CT and the uint8 labels
+        result["peak_memory_ratio_shared_memory"] = round((sampler.peak - idle) / clinical.nbytes, 3)
+        result["peak_memory_shared_memory"] = {
+            "idle_mb": round(idle / 2**20, 1), "peak_above_idle_mb": round((sampler.peak - idle) / 2**20, 1),
+            "regions_mb": round(regions / 2**20, 1),
+            "ratio_counting_regions_in_full": round((sampler.peak - idle + regions / 2) / clinical.nbytes, 3),
+            "end_to_end_s": round(s_seconds, 3), "same_decision": s_report["abnormal"] == c_report["abnormal"],
+            "how": "as peak_memory, with the CT input and the LABELS output in system shared memory "
+                   "(s4c.serving.shm, tritonclient.utils.shared_memory); PSS splits the regions' pages "
+                   "between the client and the server"}
         del clinical
 
         # Overhead against the network alone on the same patches (same ORT defaults as the server).
