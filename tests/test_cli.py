@@ -198,3 +198,27 @@ def test_one_error_prefix(tmp_path, monkeypatch, capsys, argv, code, needle):
     err = capsys.readouterr().err
     assert err.startswith(f"s4c {argv[0]}: error: ") and needle in err, err
     assert "Traceback" not in err
+
+
+def test_evaluate_write_cases_uses_the_one_writer(tmp_path, capsys):
+    """``s4c evaluate --write-cases`` writes each case as ``s4c infer`` and the demo do: the same three
+    files, labels on the input file's grid and affine, and the decision its own cases.json holds."""
+    from s4c.outputs import LABELS_FILE, OVERLAY_FILE, REPORT_FILE
+
+    data = tmp_path / "cohort"
+    assert main(["phantom", "--out", str(data), "--normal", "1", "--abnormal", "1", "--seed", "5",
+                 "--shape", "48", "64", "64"]) == 0
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--data", str(data), "--out", str(out), "--write-cases", "--no-progress"]) == 0
+    rows = {c["case_id"]: c for c in json.loads((out / "cases.json").read_text())}
+    files = {LABELS_FILE.format(phase=p) for p in ("arterial", "venous")} | {REPORT_FILE, OVERLAY_FILE}
+    for entry in read_manifest(data):
+        case_dir = out / "cases" / entry.case_id
+        assert {p.name for p in case_dir.iterdir()} == files
+        report = json.loads((case_dir / REPORT_FILE).read_text())
+        assert int(report["abnormal"]) == rows[entry.case_id]["fused_pred"]
+        for phase in ("arterial", "venous"):
+            lab, src = load_nifti(case_dir / LABELS_FILE.format(phase=phase)), load_nifti(entry.path(data, phase))
+            assert lab.array.shape == src.array.shape and np.array_equal(lab.affine, src.affine)
+            assert int(np.count_nonzero(lab.array == 2)) >= report["phases"][phase]["tumor_voxels"] >= 0
+            assert report["phases"][phase]["tumor_voxels"] == rows[entry.case_id][phase]["tumor_voxels"]

@@ -143,7 +143,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     report = evaluate(args.data, args.out, models=args.models, stride=args.stride,
                       batch_size=args.inference_batch_size,
                       threads=args.threads, progress=not args.no_progress, mode=args.mode,
-                      roi_margin_mm=args.roi_margin)
+                      roi_margin_mm=args.roi_margin, write_cases=args.write_cases)
     _print_summary(report, args.out)
     return 0
 
@@ -347,6 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--inference-batch-size", type=_positive_int, default=8,
                     help="sliding-window patches per network call")
     ev.add_argument("--batch-size", action=_Renamed, hint=INFERENCE_BATCH_HINT)
+    ev.add_argument("--write-cases", action="store_true", help="also write each case's labels, report.json and "
+                    "overlay.png into OUT/cases/<case_id>/ (the files s4c infer writes)")
     ev.add_argument("--threads", type=_positive_int, default=None)
     ev.add_argument("--no-progress", action="store_true")
     ev.set_defaults(func=_cmd_evaluate)

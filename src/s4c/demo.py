@@ -5,7 +5,7 @@ gRPC client (``s4c_dual_phase``: tiling, segmenter over BLS, vote, component fil
 -> labels NIfTI + report.json + overlay.png -> stop the server -> summary.
 
 :func:`run_demo_in_process`: the same case through the in-process library pipeline (no server), read
-and written the same way (:func:`s4c.serving.scans.read_scan`, :func:`s4c.outputs.write_results`).
+and written the same way (:func:`s4c.io.load_canonical`, :func:`s4c.outputs.write_results`).
 """
 
 from __future__ import annotations
@@ -16,12 +16,11 @@ from pathlib import Path
 from s4c.data.phantom import generate_case
 from s4c.inference.pipeline import run_case
 from s4c.inference.predictor import load_locator, load_predictors
-from s4c.io import save_nifti
+from s4c.io import load_canonical, save_nifti
 from s4c.labels import DEFAULT_MODE, DEFAULT_STRIDE, PHASES
 from s4c.outputs import write_results
 from s4c.postprocess import classify, fuse
 from s4c.report import phase_report
-from s4c.serving.scans import read_scan
 
 
 def _write_phantom(out: Path, seed: int, shape, spacing, echo, abnormal: bool = True):
@@ -107,9 +106,9 @@ def run_demo_in_process(out: str | Path, *, seed: int = 7, models: str | Path | 
              "network, so the network's labels and decision below are meaningless. The pipeline still runs "
              "end to end.")
 
-    scans = {p: read_scan(path) for p, path in inputs.items()}  # the client's reader: the same grid as served
+    volumes = {p: load_canonical(path) for p, path in inputs.items()}  # the one reader: the frame served
     t = time.perf_counter()
-    abnormal, results = run_case({p: (s.ct, s.spacing) for p, s in scans.items()}, predictors,
+    abnormal, results = run_case({p: (v.array, v.spacing) for p, v in volumes.items()}, predictors,
                                  stride=stride, batch_size=batch_size, mode=mode, locator=locator)
     seconds = time.perf_counter() - t
 
@@ -122,9 +121,9 @@ def run_demo_in_process(out: str | Path, *, seed: int = 7, models: str | Path | 
         "seconds_total": round(seconds, 3), "stride": stride, "mode": mode,
     }
     report = {"abnormal": bool(abnormal),
-              "phases": {p: phase_report(r, scans[p].affine, predictors[p][1]) for p, r in results.items()},
+              "phases": {p: phase_report(r, volumes[p].affine, predictors[p][1]) for p, r in results.items()},
               **report_extra}
-    paths = write_results(out, scans, {p: r.decision.labels for p, r in results.items()}, report)
+    paths = write_results(out, volumes, {p: r.decision.labels for p, r in results.items()}, report)
 
     for p in PHASES:
         d, r = results[p].decision, ref_decisions[p]

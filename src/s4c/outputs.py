@@ -15,7 +15,6 @@ from typing import Protocol
 
 import numpy as np
 
-from s4c.io import save_nifti
 from s4c.viz import render_tumour_views
 
 #: The result files of a case (``LABELS_FILE.format(phase=...)``).
@@ -25,15 +24,14 @@ OVERLAY_FILE = "overlay.png"
 
 
 class CanonicalScan(Protocol):
-    """A scan on the canonical RAS+ grid that knows its source file's grid (``s4c.serving.scans.Scan``)."""
+    """A scan on the canonical RAS+ grid that knows its file's grid (:class:`s4c.io.CanonicalVolume`)."""
 
-    ct: np.ndarray
+    array: np.ndarray
     spacing: tuple[float, float, float]
-    source_affine: np.ndarray
 
-    def to_file(self, array: np.ndarray) -> np.ndarray: ...
+    def save(self, path: str | Path, array: np.ndarray) -> Path: ...
 
-    def canonical_to_file_index(self, zyx) -> list[float]: ...
+    def source_index(self, zyx) -> list[float]: ...
 
 
 def labels_file(phase: str) -> str:
@@ -41,28 +39,30 @@ def labels_file(phase: str) -> str:
     return LABELS_FILE.format(phase=phase)
 
 
-def write_results(out: str | Path, scans: Mapping[str, CanonicalScan], labels: Mapping[str, np.ndarray],
+def write_results(out: str | Path, scans: Mapping[str, CanonicalScan | object], labels: Mapping[str, np.ndarray],
                   report: Mapping) -> dict[str, Path]:
     """Write a case's results into ``out``; returns ``{"<phase>_labels", "report", "overlay"}`` paths.
 
-    ``labels`` are each phase's labels on its scan's canonical grid (what the server answers); they are
-    written back on the file's grid and affine. ``report`` is ``{"abnormal", "phases": {phase: ...}, ...}``;
-    each tumour gets ``centroid_zyx_input``, its centroid as an index of the input file.
+    ``scans`` are each phase's volume as read (:func:`s4c.io.load_canonical`), or a client
+    :class:`s4c.serving.scans.Scan` (its ``volume`` is used); ``labels`` its labels on that canonical grid
+    (what the server answers), written back on the file's grid and affine. ``report`` is
+    ``{"abnormal", "phases": {phase: ...}, ...}``; each tumour gets ``centroid_zyx_input``, its centroid
+    as an index of the input file.
     """
+    scans = {p: getattr(s, "volume", s) for p, s in scans.items()}  # a Scan wraps its CanonicalVolume
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     report = json.loads(json.dumps(report))  # a copy: the caller's dict is not changed
     paths: dict[str, Path] = {}
     for phase, scan in scans.items():
-        lab = np.asarray(labels[phase], dtype=np.uint8)
-        paths[f"{phase}_labels"] = save_nifti(out / labels_file(phase), scan.to_file(lab), scan.source_affine)
+        paths[f"{phase}_labels"] = scan.save(out / labels_file(phase), np.asarray(labels[phase], dtype=np.uint8))
         rep = report["phases"][phase]
         rep["grid"] = ("tumour centroid_zyx is on the canonical RAS grid; centroid_zyx_input is the same point "
                        "as an index of the input file")
         for t in rep.get("tumors", []):
-            t["centroid_zyx_input"] = [round(v, 3) for v in scan.canonical_to_file_index(t["centroid_zyx"])]
+            t["centroid_zyx_input"] = [round(v, 3) for v in scan.source_index(t["centroid_zyx"])]
     paths["report"] = out / REPORT_FILE
     paths["report"].write_text(json.dumps(report, indent=2) + "\n")
-    paths["overlay"] = render_tumour_views({p: (s.ct, labels[p], s.spacing) for p, s in scans.items()},
+    paths["overlay"] = render_tumour_views({p: (s.array, labels[p], s.spacing) for p, s in scans.items()},
                                            out / OVERLAY_FILE)
     return paths

@@ -29,6 +29,8 @@ from s4c.inference.roi import box_fraction
 from s4c.io import load_canonical
 from s4c.labels import DEFAULT_MODE, DUCT, MIN_DUCT_VOXELS, MIN_TUMOR_VOXELS, MODES, PHASES, ROI_MARGIN_MM, TUMOR
 from s4c.models import checkpoint_path, locator_path
+from s4c.outputs import write_results
+from s4c.report import phase_report
 from s4c.repository.onnx import export_onnx
 from s4c.validation import as_label_volume
 from s4c.viz import plot_curve
@@ -36,17 +38,21 @@ from s4c.viz import plot_curve
 Predictors = Mapping[str, tuple[Callable[[np.ndarray], np.ndarray], object]]
 #: Key of the locator among the exported models.
 LOCATOR = "locator"
+#: Folder of ``out`` that ``evaluate(write_cases=True)`` writes one case folder per case into.
+CASES_DIR = "cases"
 
 
 def evaluate_case(root: Path, entry: CaseEntry, predictors: Predictors, *, stride: int = 20,
                   batch_size: int = 8, mode: str = "full", locator: tuple | None = None,
-                  roi: RoiSettings | None = None) -> dict:
+                  roi: RoiSettings | None = None, write_to: Path | None = None) -> dict:
     """Run both phases of one case and score them against its labels.
 
     In ``roi`` mode each phase row also has ``locator_recall``: the fraction of the reference
-    pancreas-set voxels inside the ROI (1.0 after a fall-back to the whole volume).
+    pancreas-set voxels inside the ROI (1.0 after a fall-back to the whole volume). ``write_to``: also
+    write the case's results there, as every path does (:func:`s4c.outputs.write_results`).
     """
     out: dict = {"case_id": entry.case_id, "abnormal": entry.abnormal}
+    written: dict = {}
     for phase in PHASES:
         img_path, lab_path = entry.path(root, phase), entry.path(root, f"{phase}_label")
         if img_path is None or not img_path.exists():
@@ -69,7 +75,13 @@ def evaluate_case(root: Path, entry: CaseEntry, predictors: Predictors, *, strid
             if mode == "roi":
                 row["locator_recall"] = 1.0 if res.roi_zyx is None else box_fraction(ref > 0, res.roi_zyx)
         out[phase] = row
+        written[phase] = (vol, res, spec)
     out["fused_pred"] = int(out["arterial"]["abnormal_pred"] or out["venous"]["abnormal_pred"])
+    if write_to is not None:
+        report = {"abnormal": bool(out["fused_pred"]), "case_id": entry.case_id, "reference_abnormal": entry.abnormal,
+                  "phases": {p: phase_report(r, v.affine, sp) for p, (v, r, sp) in written.items()}}
+        write_results(Path(write_to) / entry.case_id, {p: v for p, (v, _, _) in written.items()},
+                      {p: r.decision.labels for p, (_, r, _) in written.items()}, report)
     return out
 
 
@@ -187,9 +199,10 @@ def _strict(x):
 
 def evaluate(data: str | Path, out: str | Path, *, models: str | Path | None = None, stride: int = 20,
              batch_size: int = 8, threads: int | None = None, progress: bool = True, mode: str = DEFAULT_MODE,
-             roi_margin_mm: float = ROI_MARGIN_MM) -> dict:
+             roi_margin_mm: float = ROI_MARGIN_MM, write_cases: bool = False) -> dict:
     """Evaluate the models in ``models`` (default: embedded) on every case of the cohort ``data``, in
-    ``mode`` (``roi``: the locator in ``models`` first, then the segmenter on its ROI)."""
+    ``mode`` (``roi``: the locator in ``models`` first, then the segmenter on its ROI). ``write_cases``:
+    also write each case's results into ``out/cases/<case_id>/`` (the files ``s4c infer`` writes)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     root = Path(data)
@@ -203,7 +216,8 @@ def evaluate(data: str | Path, out: str | Path, *, models: str | Path | None = N
     locator = predictors.pop(LOCATOR, None)
     roi = RoiSettings(margin_mm=roi_margin_mm)
     t = time.perf_counter()
-    cases = run_cases(root, entries, predictors, stride, batch_size, progress, mode=mode, locator=locator, roi=roi)
+    cases = run_cases(root, entries, predictors, stride, batch_size, progress, mode=mode, locator=locator, roi=roi,
+                      write_to=Path(out) / CASES_DIR if write_cases else None)
     seconds = time.perf_counter() - t
     visibility = phantom_tumor_visibility(root)
     for c in cases:
