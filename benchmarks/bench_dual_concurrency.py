@@ -69,8 +69,9 @@ def dual_input_data(path: Path, case) -> Path:
 
 def queue_ms_per_request(client, model: str, headers: dict) -> dict:
     st = client.get_inference_statistics(model, headers=headers, as_json=True)["model_stats"][0]["inference_stats"]
-    n = int(st["success"]["count"])
-    return {"requests": n, "queue_ns": int(st["queue"]["ns"]), "compute_ns": int(st["compute_infer"]["ns"])}
+    # protobuf JSON leaves zero fields out
+    return {"requests": int(st["success"].get("count", 0)), "queue_ns": int(st["queue"].get("ns", 0)),
+            "compute_ns": int(st["compute_infer"].get("ns", 0))}
 
 
 def main() -> None:
@@ -100,7 +101,8 @@ def main() -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     result: dict = {
         "command": "python benchmarks/bench_dual_concurrency.py",
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "gpu": "none"},
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "gpu": "none",
+                    "load_average_at_start": [round(x, 2) for x in os.getloadavg()]},
         "tritonserver": "2.51.0 (nvidia-pytriton wheel), CPU form", "committed_dual_instances": committed,
         "case": {"shape_zyx": list(case.arterial.shape), "spacing_zyx_mm": list(SPACING)},
         "variants": {}}

@@ -21,6 +21,10 @@ FORMS = ("tensorrt", "onnxruntime")
 #: Largest batch of the segmenters and the locator (the TensorRT engine profile's maximum must match).
 SEGMENTER_MAX_BATCH = 16
 PIPELINE_INSTANCES = 2
+#: A non-decoupled Python model runs one execute() at a time per instance, so one instance of the
+#: dual-phase model would serialise cases while each waits on its BLS calls
+#: (benchmarks/results/dual_concurrency.json); it only forwards, so an instance is cheap.
+DUAL_INSTANCES = 2
 #: Requests a pipeline model holds waiting; beyond that Triton rejects at once instead of queueing
 #: without bound (each waiting request holds its CT in memory). The dual-phase model sends two per case.
 PIPELINE_MAX_QUEUE = 32
@@ -145,7 +149,8 @@ def dual_phase_config() -> str:
         outputs.append(_tensor(contract.DUAL_LABELS[phase], "TYPE_UINT8", [-1, -1, -1]))
     outputs += [_tensor(contract.ABNORMAL, "TYPE_BOOL", [1]), _tensor(contract.REPORT, "TYPE_STRING", [1])]
     return (_HEADER + f'name: "{contract.DUAL_PHASE_MODEL}"\nbackend: "python"\nmax_batch_size: 0\n'
-            + _block("input", inputs) + _block("output", outputs) + _queue(DUAL_MAX_QUEUE) + _instances("KIND_CPU", 1)
+            + _block("input", inputs) + _block("output", outputs) + _queue(DUAL_MAX_QUEUE)
+            + _instances("KIND_CPU", DUAL_INSTANCES)
             + _parameters(_defaults(DUAL_PARAMS)))
 
 
