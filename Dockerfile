@@ -38,4 +38,6 @@ USER triton-server
 EXPOSE 8000 8001 8002
 HEALTHCHECK --interval=30s --timeout=5s --start-period=600s --retries=3 \
   CMD curl -sf http://127.0.0.1:8000/v2/models/s4c_dual_phase/ready || exit 1
-ENTRYPOINT ["/usr/local/bin/s4c-entrypoint"]
+# NGC images start through /opt/nvidia/nvidia_entrypoint.sh (its entrypoint.d/ parts: banner, driver and
+# shm checks, CUDA forward compatibility): chained to, not replaced.
+ENTRYPOINT ["/opt/nvidia/nvidia_entrypoint.sh", "/usr/local/bin/s4c-entrypoint"]

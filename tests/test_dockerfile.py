@@ -3,6 +3,7 @@ flags it ends up passing are flags of the bundled tritonserver, and it runs as n
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import subprocess
@@ -76,3 +77,30 @@ def test_server_flags_are_in_the_bundled_binary_help(server_help, form, tmp_path
             "--http-restricted-api"} <= flags
     for flag in flags:
         assert re.search(rf"^\s+{re.escape(flag)}\b", server_help, re.M), f"{flag} is not a tritonserver flag"
+
+
+def test_ngc_entrypoint_is_chained_not_replaced():
+    """NGC's nvidia_entrypoint.sh runs the image's entrypoint.d parts (CUDA forward compatibility among
+    them) and then execs its arguments (triton-inference-server/server build.py, docker/cpu_only)."""
+    entry = next(args for op, args in _instructions() if op == "ENTRYPOINT")
+    argv = json.loads(entry)
+    assert argv[0] == "/opt/nvidia/nvidia_entrypoint.sh" and argv[1:] == ["/usr/local/bin/s4c-entrypoint"]
+
+
+def _pinned(path: Path) -> set[str]:
+    names = set()
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            names.add(re.split(r"[\[=<>]", line, maxsplit=1)[0].lower().replace("_", "-"))
+    return names
+
+
+def test_runtime_image_has_what_its_start_imports():
+    """The runtime stage re-exports a stale repository (s4c.repository.onnx: torch, onnx) and, on
+    TensorRT >= 11, converts the graph to FP16 (onnxconverter-common) before building engines; the
+    Python stubs need the package's own dependencies."""
+    pinned = _pinned(REPO / "docker" / "requirements-triton.txt")
+    assert {"torch", "onnx", "onnxconverter-common", "numpy", "numba", "connected-components-3d", "nibabel",
+            "scipy", "tqdm"} <= pinned
+    assert "onnx" in _pinned(REPO / "docker" / "requirements-export.txt")

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from s4c import contract
+from s4c._jit import ensure_numba_cache_dir
 from s4c.export.tensorrt import ensure_engines
 from s4c.repository.configs import SEGMENTER_MAX_BATCH
 from s4c.repository.export import export_repository, repository_is_current
@@ -127,11 +128,31 @@ def find_tritonserver() -> TritonInstall:
                       "an NGC tritonserver image")
 
 
+def cache_root(environ: dict | None = None) -> Path:
+    """Where s4c keeps files between runs: ``$S4C_CACHE``, else ``~/.cache/s4c`` when it can be written,
+    else ``<tempdir>/s4c-cache-<uid>`` (a service user may have no writable home)."""
+    env = os.environ if environ is None else environ
+    if env.get("S4C_CACHE"):
+        return Path(env["S4C_CACHE"])
+    home = Path(env.get("HOME") or Path.home()) / ".cache" / "s4c"
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=home):
+            return home
+    except OSError:
+        fallback = Path(tempfile.gettempdir()) / f"s4c-cache-{os.getuid()}"
+        fallback.mkdir(mode=0o700, exist_ok=True)
+        if fallback.lstat().st_uid != os.getuid() or fallback.is_symlink():
+            raise ServerError(f"{home} cannot be written and {fallback} belongs to someone else; set S4C_CACHE") \
+                from None
+        return fallback
+
+
 def backend_directory(install: TritonInstall, cache: Path | None = None) -> Path:
     """A backend folder holding ``python/`` with the stub beside libtriton_python.so."""
     if install.stub is None:
         return install.python_backend.parent
-    cache = cache or Path(os.environ.get("S4C_CACHE", Path.home() / ".cache" / "s4c")) / "triton-backends"
+    cache = cache or cache_root() / "triton-backends"
     dest = cache / f"py{sys.version_info.major}{sys.version_info.minor}" / "python"
     marker = dest / ".complete"
     if not marker.exists():
@@ -146,15 +167,34 @@ def backend_directory(install: TritonInstall, cache: Path | None = None) -> Path
 
 
 def server_env(install: TritonInstall, base: dict | None = None) -> dict:
-    """Environment for the server and its stubs: this interpreter's libpython and venv first."""
+    """Environment for the server and its stubs.
+
+    * The nvidia-pytriton wheel's server (``install.stub`` set): its libraries and this interpreter's
+      libpython first on ``LD_LIBRARY_PATH`` (the stub links libpython, and the system's copy would not
+      match this interpreter's standard library), and this interpreter's ``bin/`` first on ``PATH`` (the
+      stub finds the venv's packages through the python there; PYTHONPATH alone was not enough).
+    * A system install (an NGC image): what the image's entrypoint set up comes first. The NGC entrypoint
+      (``/opt/nvidia/nvidia_entrypoint.sh``) may put CUDA's forward-compatibility libraries on
+      ``LD_LIBRARY_PATH``; a system LIBDIR ahead of them would load the host driver's libcuda instead.
+      So LIBDIR is appended, and ``PATH`` gains this interpreter's folder only when it lacks it.
+    * ``NUMBA_CACHE_DIR`` where numba's own cache folders cannot be written (:mod:`s4c._jit`).
+    """
     env = dict(os.environ if base is None else base)
     libdir = sysconfig.get_config_var("LIBDIR") or ""
-    paths = [str(p) for p in install.libs] + ([libdir] if libdir else [])
-    if env.get("LD_LIBRARY_PATH"):
-        paths.append(env["LD_LIBRARY_PATH"])
-    env["LD_LIBRARY_PATH"] = os.pathsep.join(paths)
-    # The stub finds its packages through the python on PATH (PYTHONPATH alone was not enough).
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    existing = [p for p in env.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p]
+    bindir = str(Path(sys.executable).parent)
+    path = [p for p in env.get("PATH", "").split(os.pathsep) if p]
+    if install.stub is not None:
+        ours = [str(p) for p in install.libs] + ([libdir] if libdir else [])
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(ours + [p for p in existing if p not in ours])
+        env["PATH"] = os.pathsep.join([bindir] + [p for p in path if p != bindir])
+    else:
+        added = [libdir] if libdir and libdir not in existing else []
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(existing + added)
+        env["PATH"] = os.pathsep.join(path if bindir in path else [bindir, *path])
+    if not env["LD_LIBRARY_PATH"]:
+        del env["LD_LIBRARY_PATH"]  # an empty entry would mean the current folder
+    ensure_numba_cache_dir(env)
     env.setdefault("OMP_NUM_THREADS", "1")
     return env
 
