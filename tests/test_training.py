@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from s4c.data.cohort import CaseEntry, read_manifest, write_manifest
-from s4c.io import affine_from_spacing, save_nifti
+from s4c.io import affine_from_spacing, load_nifti, save_nifti
 from s4c.training.data import TrainingCase, augment, check_fold, load_cohort, sample_patch, stratified_folds
 from s4c.training.train import TrainConfig, poly_lr, train
 
@@ -56,8 +56,14 @@ def test_bad_cohorts_fail_before_training(tmp_path):
     with pytest.raises(ValueError, match="shape"):
         load_cohort(tmp_path, "arterial")
     tiny_cohort(tmp_path)
-    save_nifti(tmp_path / "cases/c0/venous_label.nii.gz", np.full((24, 28, 30), 5, np.uint8), np.eye(4))
+    grid = load_nifti(tmp_path / "cases/c0/venous.nii.gz").affine
+    save_nifti(tmp_path / "cases/c0/venous_label.nii.gz", np.full((24, 28, 30), 5, np.uint8), grid)
     with pytest.raises(ValueError, match=r"0\.\.3"):
+        load_cohort(tmp_path, "venous")
+    moved = grid.copy()
+    moved[:3, 3] += 10.0
+    save_nifti(tmp_path / "cases/c0/venous_label.nii.gz", np.zeros((24, 28, 30), np.uint8), moved)
+    with pytest.raises(ValueError, match="affine differs"):
         load_cohort(tmp_path, "venous")
     (tmp_path / "manifest.csv").write_text("case_id,arterial\nx,y\n")
     with pytest.raises(ValueError, match="missing column"):
