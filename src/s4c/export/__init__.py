@@ -1,1 +1,4 @@
-"""Export of a trained segmenter: ONNX, FP16 TensorRT engines and the Triton model repository."""
+"""FP16 TensorRT engines for the patch models (``s4c export trt``, ``s4c serve --build-engines``).
+
+The ONNX graphs and the Triton model repository they are built from belong to :mod:`s4c.repository`.
+"""
