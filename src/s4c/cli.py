@@ -224,14 +224,28 @@ def _cmd_infer(args: argparse.Namespace) -> int:
         tls = TlsConfig(args.tls_ca, args.tls_key, args.tls_cert)
     try:
         if args.url is not None:
-            with InferenceClient(args.url, timeout_s=args.timeout, retries=args.retries, tls=tls) as client:
+            headers = {}
+            if args.shared_memory:
+                from s4c.serving.server import grpc_admin_header
+
+                key = args.admin_key_file.read_text().strip() if args.admin_key_file else ""
+                if not key:
+                    raise CommandError("--shared-memory with --url needs the server's admin key (--admin-key-file, "
+                                       "as given to s4c serve): registering shared memory is a restricted protocol")
+                headers = {grpc_admin_header(): key}
+            with InferenceClient(args.url, timeout_s=args.timeout, retries=args.retries, tls=tls, headers=headers,
+                                 shared_memory=args.shared_memory) as client:
                 return _infer_with(client, args, modes)
         from s4c.serving.local import local_server
 
         # No server given: one of our own on free loopback ports, for this command only.
         with local_server(args.model_repository, models=args.models, log_path=args.out / "tritonserver.log",
                           echo=lambda line: print(line, file=sys.stderr)) as server:
-            with InferenceClient(server.config.grpc_url, timeout_s=args.timeout, retries=args.retries) as client:
+            from s4c.serving.server import grpc_admin_header
+
+            headers = {grpc_admin_header(): server.config.admin_key} if args.shared_memory else {}
+            with InferenceClient(server.config.grpc_url, timeout_s=args.timeout, retries=args.retries,
+                                 headers=headers, shared_memory=args.shared_memory) as client:
                 return _infer_with(client, args, modes)
     except (ClientError, ServerError) as exc:
         raise CommandError(str(exc), 3) from exc
@@ -448,6 +462,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="mutual TLS: this client's certificate chain (PEM)")
     inf.add_argument("--tls-key", "--private-key", dest="tls_key", type=Path, default=None,
                      help="mutual TLS: this client's private key (PEM)")
+    inf.add_argument("--shared-memory", action="store_true",
+                     help="a server on this host: pass the CTs and labels through system shared memory instead of "
+                     "the gRPC message (less server memory per request); with --url it needs the admin key")
+    inf.add_argument("--admin-key-file", type=Path, default=None,
+                     help="--shared-memory with --url: the file holding the server's admin key")
     inf.add_argument("--no-progress", action="store_true")
     inf.set_defaults(func=_cmd_infer)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,7 +68,7 @@ class InferenceClient:
     def __init__(self, url: str, *, timeout_s: float = 600.0, retries: int = 3, backoff_s: float = 1.0,
                  tls: TlsConfig | None = None, headers: Mapping[str, str] | None = None,
                  pipeline_model: str = contract.PIPELINE_MODEL,
-                 dual_phase_model: str = contract.DUAL_PHASE_MODEL) -> None:
+                 dual_phase_model: str = contract.DUAL_PHASE_MODEL, shared_memory: bool = False) -> None:
         import tritonclient.grpc as grpcclient
 
         self.grpc = grpcclient
@@ -78,6 +78,9 @@ class InferenceClient:
         self.retries = retries
         self.backoff_s = backoff_s
         self.headers = dict(headers or {})
+        #: CTs and labels through system shared memory (a server on this host; needs the admin key in
+        #: ``headers``, since registering a region is a restricted protocol).
+        self.shared_memory = shared_memory
         kwargs = {}
         if tls is not None:
             kwargs = {"ssl": True, "root_certificates": _path(tls.root_cert), "private_key": _path(tls.private_key),
@@ -128,38 +131,54 @@ class InferenceClient:
             return f"{what}: the S4C server at {self.url} is unavailable ({tries}): {message}"
         return f"cannot reach the S4C server at {self.url} ({what}, {tries}): {message}"
 
+    def _infer(self, what: str, model: str, volumes: Mapping[str, np.ndarray], small: Mapping[str, tuple],
+               labels: Mapping[str, tuple[int, ...]], others: Sequence[str]):
+        """One call: ``volumes`` (int16 CTs) and ``labels`` (uint8 outputs by name -> shape) in shared
+        memory when it is on, else in the message like ``small`` inputs and ``others`` outputs.
+        Returns (output name -> array, seconds)."""
+        t = time.perf_counter()
+        if not self.shared_memory:
+            inputs = make_inputs({**{n: (a, "INT16") for n, a in volumes.items()}, **small})
+            outputs = [self.grpc.InferRequestedOutput(n) for n in (*labels, *others)]
+            r = self._call(what, lambda: self.client.infer(model, inputs, outputs=outputs,
+                                                           client_timeout=self.timeout_s, headers=self.headers))
+            return {n: r.as_numpy(n) for n in (*labels, *others)}, time.perf_counter() - t
+        from s4c.serving.shm import SystemSharedMemory
+
+        with SystemSharedMemory(self.client, self.headers) as shm:
+            inputs = [self._call(what, lambda n=n, a=a: shm.input(n, a, "INT16")) for n, a in volumes.items()]
+            inputs += make_inputs(small)
+            outputs = [self._call(what, lambda n=n, s=s: shm.output(n, s, "UINT8")) for n, s in labels.items()]
+            outputs += [self.grpc.InferRequestedOutput(n) for n in others]
+            r = self._call(what, lambda: self.client.infer(model, inputs, outputs=outputs,
+                                                           client_timeout=self.timeout_s, headers=self.headers))
+            arrays = {n: shm.read(n) for n in labels} | {n: r.as_numpy(n) for n in others}
+        return arrays, time.perf_counter() - t
+
     def infer_phase(self, scan: Scan, phase: str) -> CaseAnswer:
         """One phase through the ``s4c`` model."""
-        inputs = make_inputs({contract.CT: (scan.ct, "INT16"),
-                              contract.SPACING: (np.asarray(scan.spacing, np.float32), "FP32"),
-                              contract.PHASE: (np.array([phase.encode()], dtype=np.object_), "BYTES"),
-                              contract.AFFINE: (np.asarray(scan.affine, np.float64), "FP64")})
-        outputs = [self.grpc.InferRequestedOutput(n) for n in (contract.LABELS, contract.ABNORMAL, contract.REPORT)]
-        t = time.perf_counter()
-        r = self._call(f"{self.pipeline_model} {phase}", lambda: self.client.infer(
-            self.pipeline_model, inputs, outputs=outputs, client_timeout=self.timeout_s, headers=self.headers))
-        seconds = time.perf_counter() - t
-        report = json.loads(r.as_numpy(contract.REPORT).reshape(-1)[0])
-        return CaseAnswer({phase: r.as_numpy(contract.LABELS)}, bool(r.as_numpy(contract.ABNORMAL)[0]),
+        small = {contract.SPACING: (np.asarray(scan.spacing, np.float32), "FP32"),
+                 contract.PHASE: (np.array([phase.encode()], dtype=np.object_), "BYTES"),
+                 contract.AFFINE: (np.asarray(scan.affine, np.float64), "FP64")}
+        r, seconds = self._infer(f"{self.pipeline_model} {phase}", self.pipeline_model, {contract.CT: scan.ct},
+                                 small, {contract.LABELS: scan.ct.shape}, (contract.ABNORMAL, contract.REPORT))
+        report = json.loads(r[contract.REPORT].reshape(-1)[0])
+        return CaseAnswer({phase: r[contract.LABELS]}, bool(r[contract.ABNORMAL][0]),
                           {"abnormal": report["abnormal"], "phases": {phase: report}}, seconds)
 
     def infer_dual(self, arterial: Scan, venous: Scan) -> CaseAnswer:
-        """Both phases through the ``s4c_dual_phase`` model."""
-        tensors = {}
+        """Both phases through the ``s4c_dual_phase`` model (each phase's labels on its own grid)."""
+        volumes, small, labels = {}, {}, {}
         for phase, scan in (("arterial", arterial), ("venous", venous)):
             ct, sp, aff = contract.DUAL_INPUTS[phase]
-            tensors.update({ct: (scan.ct, "INT16"), sp: (np.asarray(scan.spacing, np.float32), "FP32"),
-                            aff: (np.asarray(scan.affine, np.float64), "FP64")})
-        inputs = make_inputs(tensors)
-        names = [contract.DUAL_LABELS[p] for p in PHASES] + [contract.ABNORMAL, contract.REPORT]
-        outputs = [self.grpc.InferRequestedOutput(n) for n in names]
-        t = time.perf_counter()
-        r = self._call(self.dual_phase_model, lambda: self.client.infer(
-            self.dual_phase_model, inputs, outputs=outputs, client_timeout=self.timeout_s, headers=self.headers))
-        seconds = time.perf_counter() - t
-        return CaseAnswer({p: r.as_numpy(contract.DUAL_LABELS[p]) for p in PHASES},
-                          bool(r.as_numpy(contract.ABNORMAL)[0]),
-                          json.loads(r.as_numpy(contract.REPORT).reshape(-1)[0]), seconds)
+            volumes[ct] = scan.ct
+            small.update({sp: (np.asarray(scan.spacing, np.float32), "FP32"),
+                          aff: (np.asarray(scan.affine, np.float64), "FP64")})
+            labels[contract.DUAL_LABELS[phase]] = scan.ct.shape
+        r, seconds = self._infer(self.dual_phase_model, self.dual_phase_model, volumes, small, labels,
+                                 (contract.ABNORMAL, contract.REPORT))
+        return CaseAnswer({p: r[contract.DUAL_LABELS[p]] for p in PHASES}, bool(r[contract.ABNORMAL][0]),
+                          json.loads(r[contract.REPORT].reshape(-1)[0]), seconds)
 
 
 def _path(p: Path | None) -> str | None:
