@@ -46,6 +46,7 @@ from s4c.repository.export import export_repository, repository_is_current
 from s4c.runtime import disable_numpy_hugepage_madvise
 from s4c.serving.client import make_inputs
 from s4c.serving.server import ServerConfig, TritonServer, free_ports, session_processes
+from s4c.serving.shm import SystemSharedMemory
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -115,7 +116,6 @@ def infer_once_shm(client, ct: np.ndarray, headers: dict, phase: str = "venous",
                    spacing=SPACING) -> tuple[float, dict]:
     """:func:`infer_once` with the CT and the labels in system shared memory (``s4c infer
     --shared-memory``); SPACING, PHASE and REPORT stay in the gRPC message."""
-    from s4c.serving.shm import SystemSharedMemory
 
     with SystemSharedMemory(client, headers) as shm:
         inputs = [shm.input(contract.CT, ct, "INT16"),

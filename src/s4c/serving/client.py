@@ -24,6 +24,7 @@ from s4c.data.cohort import read_manifest
 from s4c.labels import PHASES
 from s4c.outputs import write_results
 from s4c.serving.scans import Scan, ScanError, read_scan
+from s4c.serving.shm import SystemSharedMemory
 
 
 class ClientError(RuntimeError):
@@ -143,8 +144,6 @@ class InferenceClient:
             r = self._call(what, lambda: self.client.infer(model, inputs, outputs=outputs,
                                                            client_timeout=self.timeout_s, headers=self.headers))
             return {n: r.as_numpy(n) for n in (*labels, *others)}, time.perf_counter() - t
-        from s4c.serving.shm import SystemSharedMemory
-
         with SystemSharedMemory(self.client, self.headers) as shm:
             inputs = [self._call(what, lambda n=n, a=a: shm.input(n, a, "INT16")) for n, a in volumes.items()]
             inputs += make_inputs(small)
