@@ -4,6 +4,8 @@ with `s4c evaluate`'s code on a validation cohort in roi mode, with one locator.
     python scripts/learning_curve.py --data VALIDATION_COHORT --arterial RUN_A --venous RUN_V \
         --locator LOCATOR.pt --out DIR [--every 2]
 
+Either of --arterial / --venous may be a checkpoint file instead of a run folder: it is held fixed.
+
 Writes DIR/curve.json and DIR/curve.md: per snapshot iteration, per phase, pancreas DSC, tumour DSC,
 sensitivity and specificity, and the fused sensitivity and specificity.
 """
@@ -18,7 +20,10 @@ from pathlib import Path
 from s4c.evaluation.evaluate import evaluate
 
 
-def snapshots(run: Path) -> dict[int, Path]:
+def snapshots(run: Path) -> dict[int, Path] | Path:
+    """A run folder's snapshots by iteration, or a checkpoint file held fixed at every iteration."""
+    if run.is_file():
+        return run
     return {int(p.stem.split("_")[1]): p for p in sorted((run / "snapshots").glob("model_*.pt"))}
 
 
@@ -33,7 +38,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     a, v = snapshots(args.arterial), snapshots(args.venous)
-    its = sorted(set(a) & set(v))[:: args.every]
+    runs = [r for r in (a, v) if isinstance(r, dict)]
+    if not runs:
+        ap.error("--arterial and --venous are both fixed checkpoints: give at least one run folder")
+    its = sorted(set.intersection(*(set(r) for r in runs)))[:: args.every]
+    a = a if isinstance(a, dict) else dict.fromkeys(its, a)
+    v = v if isinstance(v, dict) else dict.fromkeys(its, v)
     args.out.mkdir(parents=True, exist_ok=True)
     curve_path = args.out / "curve.json"
     curve = json.loads(curve_path.read_text()) if curve_path.exists() else {}

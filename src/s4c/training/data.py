@@ -13,7 +13,7 @@ import numpy as np
 
 from s4c.data.cohort import CaseEntry, read_manifest
 from s4c.data.phantom import PHANTOM_JSON
-from s4c.io import load_nifti
+from s4c.io import load_canonical_pair
 from s4c.labels import ANY_PHASE, DUCT, PANCREAS, PATCH_SIZE, PHASES, TUMOR
 from s4c.preprocessing import labels_to_grid, needs_resampling, resample_image
 from s4c.validation import as_label_volume
@@ -126,11 +126,7 @@ def load_case(root: Path, entry: CaseEntry, phase: str, spacing: Sequence[float]
     for p in (img_path, lab_path):
         if not p.exists():
             raise ValueError(f"case {entry.case_id}: file {p.relative_to(root)} does not exist")
-    img = load_nifti(img_path)
-    lab = load_nifti(lab_path)
-    if img.array.shape != lab.array.shape:
-        raise ValueError(f"case {entry.case_id} {phase}: image shape {img.array.shape} != label shape "
-                         f"{lab.array.shape}")
+    img, lab = load_canonical_pair(img_path, lab_path, f"case {entry.case_id} {phase}")
     labels = as_label_volume(lab.array, f"case {entry.case_id} {phase}")
     if img.array.dtype.kind == "f" and not np.isfinite(img.array).all():
         raise ValueError(f"case {entry.case_id} {phase}: image has NaN or Inf voxels")

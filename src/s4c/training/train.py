@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from s4c.checkpoint import ROLES, ModelSpec, git_revision, load_checkpoint, save_checkpoint
 from s4c.data.cohort import read_manifest
-from s4c.io import load_nifti
+from s4c.io import load_canonical
 from s4c.labels import ANY_PHASE, LOCATOR_SPACING, NUM_CLASSES, PATCH_SIZE, PHASES, ROI_MARGIN_MM
 from s4c.preprocessing import Normalization
 from s4c.training.data import SAMPLINGS, augment, load_cohort, sample_patch
@@ -256,7 +256,7 @@ def first_spacing(data: str | Path, phase: str) -> tuple[float, float, float]:
     if not entries:
         raise ValueError(f"{root / 'manifest.csv'} lists no cases")
     phase = PHASES[0] if phase == ANY_PHASE else phase
-    return tuple(round(v, 4) for v in load_nifti(entries[0].path(root, phase)).spacing)
+    return tuple(round(v, 4) for v in load_canonical(entries[0].path(root, phase)).spacing)
 
 
 def _save(out: Path, model, opt, rng, iteration: int, spec: ModelSpec) -> None:
