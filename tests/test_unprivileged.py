@@ -68,10 +68,42 @@ def _system_python() -> str | None:
     return None
 
 
+def _open_ancestors(paths) -> dict[Path, int]:
+    """Give others search permission (o+x) on every folder above ``paths`` that lacks it, so that user
+    ``nobody`` can reach a checkout made in a private temporary folder (``mktemp -d`` is mode 700, as a
+    CI clone may be); returns the original modes, which :func:`_restore_modes` puts back. Root only."""
+    import stat
+
+    changed: dict[Path, int] = {}
+    if os.geteuid() != 0:
+        return changed
+    for path in paths:
+        for folder in Path(path).resolve().parents:
+            mode = folder.stat().st_mode
+            if folder not in changed and not mode & stat.S_IXOTH:
+                changed[folder] = stat.S_IMODE(mode)
+                os.chmod(folder, stat.S_IMODE(mode) | stat.S_IXOTH)
+    return changed
+
+
+def _restore_modes(changed: dict[Path, int]) -> None:
+    for folder, mode in changed.items():
+        os.chmod(folder, mode)
+
+
 @pytest.fixture(scope="module")
 def nobody_python():
     """(python, root) for user ``nobody``: a world-readable folder ``root`` with a venv that sees this
     repository's packages; removed afterwards."""
+    opened = _open_ancestors([REPO / "src" / "s4c" / "__init__.py", sysconfig.get_paths()["purelib"],
+                              os.path.realpath(sys.executable)])
+    try:
+        yield from _nobody_python()
+    finally:
+        _restore_modes(opened)
+
+
+def _nobody_python():
     reason = _why_not()
     python = None if reason else _system_python()
     if reason is None and python is None:
