@@ -69,6 +69,15 @@ def triton(tmp_path_factory):
         server.stop()
 
 
+@pytest.fixture(scope="module")
+def client(triton):
+    """A tritonclient gRPC client of the session's server (one per test module)."""
+    grpcclient = pytest.importorskip("tritonclient.grpc")
+    c = grpcclient.InferenceServerClient(triton.config.grpc_url)
+    yield c
+    c.close()
+
+
 #: The voxel limit of the test server's pipeline models.
 SERVER_MAX_VOXELS = 2_000_000
 #: The test server's copy of the ``s4c`` model in full mode.

@@ -28,13 +28,6 @@ FAULTS = {
 SHAPE, SPACING = (64, 64, 64), (2.5, 2.5, 2.5)  # one window on the segmenter's grid: the batch is the CT
 
 
-@pytest.fixture(scope="module")
-def client(triton):
-    c = grpcclient.InferenceServerClient(triton.config.grpc_url)
-    yield c
-    c.close()
-
-
 def _in(name, array, dtype):
     t = grpcclient.InferInput(name, list(array.shape), dtype)
     t.set_data_from_numpy(array)

@@ -30,13 +30,6 @@ from tritonclient.utils import InferenceServerException  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def client(triton):
-    c = grpcclient.InferenceServerClient(triton.config.grpc_url)
-    yield c
-    c.close()
-
-
-@pytest.fixture(scope="module")
 def predictors(triton):
     """The served ONNX graphs in process: each phase's segmenter and (key 'locator') the locator."""
     repo = triton.config.repository

@@ -15,31 +15,19 @@ grpcclient = pytest.importorskip("tritonclient.grpc")
 shm_utils = pytest.importorskip("tritonclient.utils.shared_memory")
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
+from s4c.serving.client import make_inputs  # noqa: E402
 from s4c.serving.server import grpc_admin_header  # noqa: E402
 from s4c.serving.shm import SystemSharedMemory  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def client(triton):
-    c = grpcclient.InferenceServerClient(triton.config.grpc_url)
-    yield c
-    c.close()
-
-
-def _small(name, array, dtype):
-    t = grpcclient.InferInput(name, list(array.shape), dtype)
-    t.set_data_from_numpy(array)
-    return t
-
-
 def _meta(phase):
-    return [_small(contract.SPACING, np.asarray((2.5, 2.5, 2.5), np.float32), "FP32"),
-            _small(contract.PHASE, np.array([phase.encode()], dtype=np.object_), "BYTES")]
+    return make_inputs({contract.SPACING: (np.asarray((2.5, 2.5, 2.5), np.float32), "FP32"),
+                        contract.PHASE: (np.array([phase.encode()], dtype=np.object_), "BYTES")})
 
 
 def test_shared_memory_answer_equals_the_grpc_answer_and_leaves_nothing(triton, client):
     ct = generate_case(4, abnormal=True, shape=(48, 80, 72), spacing=(2.5, 2.5, 2.5)).arterial.astype(np.int16)
-    plain = client.infer(contract.PIPELINE_MODEL, [_small(contract.CT, ct, "INT16"), *_meta("arterial")],
+    plain = client.infer(contract.PIPELINE_MODEL, [*make_inputs({contract.CT: (ct, "INT16")}), *_meta("arterial")],
                          client_timeout=300)
     headers = {grpc_admin_header(): triton.config.admin_key}
     before = ct.copy()
