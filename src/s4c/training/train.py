@@ -30,7 +30,7 @@ from tqdm import tqdm
 from s4c.checkpoint import ROLES, ModelSpec, git_revision, load_checkpoint, save_checkpoint
 from s4c.data.cohort import read_manifest
 from s4c.io import load_canonical
-from s4c.labels import ANY_PHASE, LOCATOR_SPACING, NUM_CLASSES, PATCH_SIZE, PHASES, ROI_MARGIN_MM
+from s4c.labels import ANY_PHASE, LOCATOR_SPACING, NUM_CLASSES, PATCH_SIZE, PHASES, TRAIN_ROI_MARGIN_MM
 from s4c.preprocessing import Normalization
 from s4c.training.data import SAMPLINGS, augment, load_cohort, sample_patch
 from s4c.training.loss import DEEP_SUPERVISION_WEIGHTS, LOSSES, training_loss
@@ -43,7 +43,7 @@ PRESETS: dict[str, dict] = {
     "paper": {},
     "roi": {"sampling": "roi", "loss": "ce+dice", "optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-4,
             "batch_size": 4, "width": 8, "iterations": 4000, "relabel_invisible": True,
-            "roi_margin_mm": ROI_MARGIN_MM, "roi_jitter_mm": 8.0},
+            "roi_margin_mm": TRAIN_ROI_MARGIN_MM, "roi_jitter_mm": 8.0},
     "locator": {"role": "locator", "phase": ANY_PHASE, "sampling": "locator", "loss": "ce+dice",
                 "optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-4, "batch_size": 2, "width": 8,
                 "iterations": 800, "spacing": LOCATOR_SPACING, "augment": False},
@@ -83,7 +83,7 @@ class TrainConfig:
     augment: bool = True
     #: Tumours the phantom generator made invisible in this phase are gland in its labels.
     relabel_invisible: bool = False
-    roi_margin_mm: float = ROI_MARGIN_MM
+    roi_margin_mm: float = TRAIN_ROI_MARGIN_MM
     roi_jitter_mm: float = 0.0
     #: roi sampling only. None: each patch's kind is drawn per case (ROI_SAMPLING, lesion patches only from
     #: cases that have a lesion). A number: that share of all patches is centred on a lesion of a case
