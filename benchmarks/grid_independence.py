@@ -24,8 +24,8 @@ import numpy as np
 from s4c.data.cohort import read_manifest
 from s4c.evaluation.evaluate import LOCATOR, onnx_predictors
 from s4c.inference.pipeline import run_case
-from s4c.io import load_nifti
-from s4c.labels import MODES, PHASES
+from s4c.io import load_canonical
+from s4c.labels import MODES, PHASES, ROI_MARGIN_MM
 from s4c.models import checkpoint_path, locator_path
 from s4c.preprocessing import resample_image
 
@@ -38,6 +38,7 @@ def main() -> None:
     ap.add_argument("--spacings", type=float, nargs="+", default=[1.25, 0.8])
     ap.add_argument("--cases", type=int, default=None, help="first N cases of the manifest")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     args = ap.parse_args()
     ckpts = {p: checkpoint_path(p, args.models) for p in PHASES} | {LOCATOR: locator_path(args.models)}
     preds = onnx_predictors(ckpts, Path(tempfile.mkdtemp(prefix="s4c_onnx_")), threads=args.threads)
@@ -46,7 +47,7 @@ def main() -> None:
     rows = []
     t0 = time.perf_counter()
     for e in entries:
-        vols = {p: load_nifti(e.path(Path(args.data), p)) for p in PHASES}
+        vols = {p: load_canonical(e.path(Path(args.data), p)) for p in PHASES}
         row = {"case_id": e.case_id, "abnormal": e.abnormal}
         for target in [None, *args.spacings]:
             phases = {}
@@ -57,7 +58,7 @@ def main() -> None:
                     sp = (target,) * 3
                     phases[p] = (np.rint(resample_image(v.array, v.spacing, sp)).astype(np.int16), sp)
             key = "native" if target is None else f"{target:g}mm"
-            for mode in MODES:
+            for mode in args.modes:
                 fused, res = run_case(phases, preds, mode=mode, locator=locator)
                 row[f"{key}_{mode}"] = {"fused": bool(fused), **{p: {"abnormal": r.decision.abnormal,
                                                                       "tumor_voxels": r.decision.tumor_voxels,
@@ -72,11 +73,12 @@ def main() -> None:
 def _write(args, rows: list[dict], seconds: float) -> dict:
     agreement = {}
     for target in args.spacings:
-        for mode in MODES:
+        for mode in args.modes:
             same = [r[f"{target:g}mm_{mode}"]["fused"] == r[f"native_{mode}"]["fused"] for r in rows]
             agreement[f"{target:g}mm_{mode}"] = {"agree": int(sum(same)), "cases": len(same),
                                                  "fraction": float(np.mean(same))}
     out = {"data": str(args.data), "models": str(args.models or "embedded default"), "spacings_mm": args.spacings,
+           "roi_margin_mm": ROI_MARGIN_MM,
            "agreement": agreement, "seconds": seconds, "machine": platform.processor() or platform.machine(),
            "command": "python benchmarks/grid_independence.py " + " ".join(sys.argv[1:]), "cases": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)

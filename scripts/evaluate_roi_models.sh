@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Held-out evaluation of the embedded default models, roi and full mode, on a phantom cohort whose
-# seed (43) no choice ever looked at; then the grid-independence study, the windows benchmark and the
+# seed (44) no choice ever looked at; then the grid-independence study, the windows benchmark and the
 # real-CT figure. Results go to benchmarks/results/default_model/ and benchmarks/results/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 S4C=.venv/bin/s4c
 PY=.venv/bin/python
 EVAL=${EVAL:-build/eval_roi_cohort}
-[ -f "$EVAL/manifest.csv" ] || $S4C phantom --out "$EVAL" --normal 40 --abnormal 40 --seed 43
+[ -f "$EVAL/manifest.csv" ] || $S4C phantom --out "$EVAL" --normal 40 --abnormal 40 --seed 44
 for mode in roi full; do
   $S4C evaluate --data "$EVAL" --mode "$mode" --out "build/eval_$mode" --threads 2 --no-progress
   mkdir -p "benchmarks/results/default_model/$mode"
