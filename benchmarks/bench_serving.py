@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import threading
@@ -42,7 +43,8 @@ from s4c.data.phantom import generate_case
 from s4c.inference.predictor import OnnxPredictor
 from s4c.inference.sliding_window import sliding_window_inference
 from s4c.inference.tiling import extract_patches, pad_to_window, padded_shape, window_origins
-from s4c.repository.export import export_repository, repository_is_current
+from s4c.labels import MODES
+from s4c.repository.export import export_repository
 from s4c.runtime import disable_numpy_hugepage_madvise
 from s4c.serving.client import make_inputs
 from s4c.serving.server import ServerConfig, TritonServer, free_ports, session_processes
@@ -258,20 +260,27 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS / "cpu.json")
     ap.add_argument("--quick", action="store_true", help="CI-sized: fewer sizes, repeats and perf_analyzer runs")
     ap.add_argument("--no-perf-analyzer", action="store_true")
+    ap.add_argument("--mode", choices=MODES, default="full",
+                    help="the s4c model's mode (default full: the paper's whole-volume sliding window)")
     args = ap.parse_args()
     disable_numpy_hugepage_madvise()
     import tritonclient.grpc as grpcclient
 
-    repo = ROOT / "model_repository"
-    if not repository_is_current(repo):
-        export_repository(repo)
+    # A copy of the committed repository in --mode (default full: every patch-count figure compares the
+    # same windows; roi mode's window counts are benchmarks/bench_roi.py's).
+    repo = ROOT / "build" / "bench" / f"model_repository_{args.mode}"
+    shutil.rmtree(repo, ignore_errors=True)
+    shutil.copytree(ROOT / "model_repository", repo,
+                    ignore=shutil.ignore_patterns("*.onnx", "*.plan", "segmenters.json", "__pycache__"))
+    export_repository(repo, mode=args.mode)
     sizes = [(64, 96, 96), (64, 128, 128), (96, 128, 128), (96, 160, 160)]
     if not args.quick:
         sizes.append((96, 256, 256))
     conc_shape, conc_requests = (64, 96, 96), (2 if args.quick else 4)
     grpc, http, metrics = free_ports(3)
     cfg = ServerConfig(repo, grpc_port=grpc, http_port=http, metrics_port=metrics)
-    result: dict = {"command": "python benchmarks/bench_serving.py" + (" --quick" if args.quick else ""),
+    result: dict = {"command": "python benchmarks/bench_serving.py" + (" --quick" if args.quick else "")
+                               + (f" --mode {args.mode}" if args.mode != "full" else ""), "mode": args.mode,
                     "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
                                 "python": platform.python_version(), "gpu": "none"},
                     "versions": {p: metadata.version(p) for p in ("onnxruntime", "numpy", "tritonclient",
