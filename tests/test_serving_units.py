@@ -493,3 +493,43 @@ def test_error_tags_round_trip_and_only_for_internal_ids():
     assert is_internal_id("s4c-internal:venous") and not is_internal_id("") and not is_internal_id(None)
     with pytest.raises(ValueError, match="unknown Triton error code"):
         BlsError("m", "NOPE")
+
+
+def test_shared_memory_close_waits_while_the_server_holds_a_region(monkeypatch):
+    """Triton refuses to unregister a region "currently in use" until it releases the request's inputs;
+    close() retries that one error, and gives up on any other at once."""
+    pytest.importorskip("tritonclient.utils.shared_memory")
+    from tritonclient.utils import InferenceServerException
+
+    import s4c.serving.shm as shm_mod
+
+    monkeypatch.setattr(shm_mod.time, "sleep", lambda s: None)
+
+    class FakeClient:
+        def __init__(self, busy: int, other: bool = False) -> None:
+            self.busy, self.other, self.calls = busy, other, []
+
+        def register_system_shared_memory(self, name, key, nbytes, headers=None):
+            pass
+
+        def unregister_system_shared_memory(self, name, headers=None):
+            self.calls.append(name)
+            if self.other:
+                raise InferenceServerException("restricted protocol")
+            if self.busy:
+                self.busy -= 1
+                raise InferenceServerException(f"Cannot unregister shared memory region '{name}', "
+                                               "it is currently in use.")
+
+    busy = FakeClient(busy=2)
+    with shm_mod.SystemSharedMemory(busy) as shm:
+        shm.input("CT", np.zeros((4, 4, 4), np.int16), "INT16")
+    assert len(busy.calls) == 3 and busy.busy == 0
+    refused = FakeClient(busy=0, other=True)
+    with pytest.raises(InferenceServerException, match="restricted"):
+        with shm_mod.SystemSharedMemory(refused) as shm:
+            shm.input("CT", np.zeros((4, 4, 4), np.int16), "INT16")
+    assert len(refused.calls) == 1
+    import tritonclient.utils.shared_memory as sysshm
+
+    assert sysshm.mapped_shared_memory_regions() == []

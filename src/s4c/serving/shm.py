@@ -10,11 +10,14 @@ the CT from the region and writes the labels straight into one. Registering a re
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+#: Seconds to wait for the server to let go of a region after the response.
+UNREGISTER_WAIT_S = 10.0
 #: Bytes per element of the fixed-size Triton types used here.
 _ITEMSIZE = {"INT16": 2, "UINT8": 1, "BOOL": 1, "INT64": 8, "FP32": 4, "FP64": 8}
 
@@ -79,11 +82,26 @@ class SystemSharedMemory:
     def close(self) -> None:
         regions, self._regions = self._regions, {}
         for tensor, (handle, _, _) in regions.items():
-            name = f"{self._tag}_{tensor.lower()}"
             try:
-                self.client.unregister_system_shared_memory(name, headers=self.headers)
+                self._unregister(f"{self._tag}_{tensor.lower()}")
             finally:
                 self._shm.destroy_shared_memory_region(handle)
+
+    def _unregister(self, name: str) -> None:
+        """Unregister a region, waiting while the server still holds it: Triton releases a request's
+        input buffers shortly after its response is sent (a dual-phase request's inputs also feed its
+        BLS children), and refuses to unregister a region "currently in use" until then."""
+        from tritonclient.utils import InferenceServerException
+
+        deadline = time.monotonic() + UNREGISTER_WAIT_S
+        while True:
+            try:
+                self.client.unregister_system_shared_memory(name, headers=self.headers)
+                return
+            except InferenceServerException as exc:
+                if "in use" not in str(exc.message()) or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.02)
 
     def __enter__(self) -> SystemSharedMemory:
         return self
