@@ -26,9 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bench_serving import perf_analyzer_binary, run_perf_analyzer
+from bench_serving import SPACING, perf_analyzer_binary, run_perf_analyzer, write_input_data
 from s4c import contract
 from s4c.data.phantom import generate_case
+from s4c.labels import PHASES
 from s4c.repository.configs import dual_phase_config
 from s4c.repository.export import export_repository
 from s4c.runtime import disable_numpy_hugepage_madvise
@@ -36,7 +37,6 @@ from s4c.serving.server import MODELS, ServerConfig, TritonServer, free_ports, g
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-SPACING = (2.5, 2.5, 2.5)
 
 
 def instance_count(config_text: str) -> int:
@@ -55,16 +55,6 @@ def add_dual_copy(repo: Path, name: str, count: int) -> None:
     text = re.sub(r"(instance_group \[\s*\{\s*kind: \w+\s*count: )\d+", rf"\g<1>{count}", text)
     assert instance_count(text) == count
     (dst / "config.pbtxt").write_text(text)
-
-
-def dual_input_data(path: Path, case) -> Path:
-    def tensor(a: np.ndarray) -> dict:
-        return {"content": a.astype(np.int16).reshape(-1).tolist(), "shape": list(a.shape)}
-
-    sp = {"content": list(SPACING), "shape": [3]}
-    path.write_text(json.dumps({"data": [{"ARTERIAL": tensor(case.arterial), "VENOUS": tensor(case.venous),
-                                          "ARTERIAL_SPACING": sp, "VENOUS_SPACING": sp}]}))
-    return path
 
 
 def queue_ms_per_request(client, model: str, headers: dict) -> dict:
@@ -93,7 +83,8 @@ def main() -> None:
     for name, count in variants.items():
         add_dual_copy(repo, name, count)
     case = generate_case(3, abnormal=True, shape=(96, 128, 128), spacing=SPACING, case_id="bench")
-    data = dual_input_data(work / "dual_input.json", case)
+    data = write_input_data(work / "dual_input.json", {p: getattr(case, p).astype(np.int16) for p in PHASES},
+                            dual=True)
     grpc, http, metrics = free_ports(3)
     cfg = ServerConfig(repo, grpc_port=grpc, http_port=http, metrics_port=metrics)
     pa = perf_analyzer_binary()

@@ -118,13 +118,13 @@ def infer_once_shm(client, ct: np.ndarray, headers: dict, phase: str = "venous",
                    spacing=SPACING) -> tuple[float, dict]:
     """:func:`infer_once` with the CT and the labels in system shared memory (``s4c infer
     --shared-memory``); SPACING, PHASE and REPORT stay in the gRPC message."""
+    import tritonclient.grpc as grpcclient
 
     with SystemSharedMemory(client, headers) as shm:
         inputs = [shm.input(contract.CT, ct, "INT16"),
                   *make_inputs({contract.SPACING: (np.asarray(spacing, np.float32), "FP32"),
                                 contract.PHASE: (np.array([phase.encode()], dtype=np.object_), "BYTES")})]
-        outputs = [shm.output(contract.LABELS, ct.shape, "UINT8"),
-                   client_module().InferRequestedOutput(contract.REPORT)]
+        outputs = [shm.output(contract.LABELS, ct.shape, "UINT8"), grpcclient.InferRequestedOutput(contract.REPORT)]
         t0 = time.perf_counter()
         r = client.infer(contract.PIPELINE_MODEL, inputs, outputs=outputs, client_timeout=3600)
         seconds = time.perf_counter() - t0
@@ -132,12 +132,6 @@ def infer_once_shm(client, ct: np.ndarray, headers: dict, phase: str = "venous",
     report = json.loads(r.as_numpy(contract.REPORT)[0])
     report["_labels_nonzero"] = int(np.count_nonzero(labels))
     return seconds, report
-
-
-def client_module():
-    import tritonclient.grpc as grpcclient
-
-    return grpcclient
 
 
 def ort_only_seconds(predictor: OnnxPredictor, ct: np.ndarray, batch: int = 8) -> float:

@@ -139,7 +139,7 @@ def test_labels_come_back_on_each_file_grid(cohorts, predictors, tmp_path):
         assert np.array_equal(labels[kind], labels["ras"])
         out = tmp_path / kind
         report = {"abnormal": False, "phases": {"arterial": {"tumors": []}}}
-        paths = write_results(out, {"arterial": scans[kind]}, {"arterial": labels[kind]}, report)
+        paths = write_results(out, {"arterial": scans[kind].volume}, {"arterial": labels[kind]}, report)
         written = load_nifti(paths["arterial_labels"])
         src = load_nifti(cohorts[kind] / "cases/frame/arterial.nii.gz")
         assert np.array_equal(written.affine, src.affine) and written.array.shape == src.array.shape

@@ -186,12 +186,11 @@ def to_canonical(volume: Volume, name: str = "volume") -> CanonicalVolume:
     affine = np.asarray(volume.affine, dtype=np.float64)
     check_orthogonal(affine, name)
     xyz = volume.array.transpose(2, 1, 0)
-    forward = nib.orientations.ornt_transform(nib.orientations.io_orientation(affine),
-                                              nib.orientations.axcodes2ornt(("R", "A", "S")))
+    stored, ras = nib.orientations.io_orientation(affine), nib.orientations.axcodes2ornt(("R", "A", "S"))
+    forward = nib.orientations.ornt_transform(stored, ras)
     data = nib.orientations.apply_orientation(xyz, forward)
     new_affine = affine @ nib.orientations.inv_ornt_aff(forward, xyz.shape)
-    back = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt(("R", "A", "S")),
-                                           nib.orientations.io_orientation(affine))
+    back = nib.orientations.ornt_transform(ras, stored)
     return CanonicalVolume(name, np.ascontiguousarray(data.transpose(2, 1, 0)), spacing_from_affine(new_affine),
                            new_affine, affine, tuple(int(n) for n in volume.array.shape), back)
 

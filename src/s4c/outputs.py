@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
+from s4c.io import CanonicalVolume
 from s4c.viz import render_tumour_views
 
 #: The result files of a case (``LABELS_FILE.format(phase=...)``).
@@ -23,33 +23,21 @@ REPORT_FILE = "report.json"
 OVERLAY_FILE = "overlay.png"
 
 
-class CanonicalScan(Protocol):
-    """A scan on the canonical RAS+ grid that knows its file's grid (:class:`s4c.io.CanonicalVolume`)."""
-
-    array: np.ndarray
-    spacing: tuple[float, float, float]
-
-    def save(self, path: str | Path, array: np.ndarray) -> Path: ...
-
-    def source_index(self, zyx) -> list[float]: ...
-
-
 def labels_file(phase: str) -> str:
     """The file name of a phase's labels."""
     return LABELS_FILE.format(phase=phase)
 
 
-def write_results(out: str | Path, scans: Mapping[str, CanonicalScan | object], labels: Mapping[str, np.ndarray],
+def write_results(out: str | Path, scans: Mapping[str, CanonicalVolume], labels: Mapping[str, np.ndarray],
                   report: Mapping) -> dict[str, Path]:
     """Write a case's results into ``out``; returns ``{"<phase>_labels", "report", "overlay"}`` paths.
 
-    ``scans`` are each phase's volume as read (:func:`s4c.io.load_canonical`), or a client
-    :class:`s4c.serving.scans.Scan` (its ``volume`` is used); ``labels`` its labels on that canonical grid
+    ``scans`` are each phase's volume as read (:func:`s4c.io.load_canonical`; a client
+    :class:`s4c.serving.scans.Scan` passes its ``volume``); ``labels`` its labels on that canonical grid
     (what the server answers), written back on the file's grid and affine. ``report`` is
     ``{"abnormal", "phases": {phase: ...}, ...}``; each tumour gets ``centroid_zyx_input``, its centroid
     as an index of the input file.
     """
-    scans = {p: getattr(s, "volume", s) for p, s in scans.items()}  # a Scan wraps its CanonicalVolume
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     report = json.loads(json.dumps(report))  # a copy: the caller's dict is not changed

@@ -188,7 +188,7 @@ def write_answer(out: str | Path, scans: Mapping[str, Scan], answer: CaseAnswer)
     """The answer as :func:`s4c.outputs.write_results` writes every case (``<phase>_labels.nii.gz`` on each
     input file's grid, ``report.json``, ``overlay.png``), with the client's time in the report."""
     report = {**answer.report, "client_seconds": round(answer.seconds, 3)}
-    return write_results(out, scans, answer.labels, report)
+    return write_results(out, {p: s.volume for p, s in scans.items()}, answer.labels, report)
 
 
 def infer_case(client: InferenceClient, paths: Mapping[str, Path], out: str | Path) -> tuple[CaseAnswer, dict]:

@@ -98,8 +98,3 @@ def read_scan(path: str | Path) -> Scan:
     except ValueError as exc:
         raise ScanError(str(exc)) from exc
     return canonical(volume, path.name)
-
-
-def save_labels(path: str | Path, scan: Scan, labels: np.ndarray) -> Path:
-    """Write canonical-grid labels as a NIfTI on the scan file's own grid and affine."""
-    return scan.volume.save(path, np.asarray(labels, dtype=np.uint8))
