@@ -230,3 +230,29 @@ def test_soft_dice_loss_bounds_and_training_loss():
     assert float(training_loss(outs, target, "ce+dice")) >= float(training_loss(outs, target, "ce"))
     with pytest.raises(ValueError, match="loss"):
         training_loss(outs, target, "focal")
+
+
+def test_normal_fraction_draws_normal_glands_at_the_given_share():
+    from types import SimpleNamespace
+
+    from s4c.training.train import _draw_case, config_from_preset
+
+    cases = [SimpleNamespace(case_id=f"a{i}", abnormal=1, lesion_idx=[1]) for i in range(9)]
+    cases.append(SimpleNamespace(case_id="n0", abnormal=0, lesion_idx=[]))
+    lesion = [c for c in cases if c.abnormal]
+    normal = [c for c in cases if not c.abnormal]
+    cfg = config_from_preset("roi", data="d", phase="venous", out="o", lesion_fraction=0.4, normal_fraction=0.35)
+    rng = np.random.default_rng(0)
+    draws = [_draw_case(cfg, rng, cases, lesion, normal) for _ in range(4000)]
+    kinds = [k for _, k in draws]
+    assert kinds.count("lesion") / 4000 == pytest.approx(0.4, abs=0.03)
+    assert all(c.abnormal for c, k in draws if k == "lesion")
+    # 1 normal case in 10: without the option it would get ~6% of the patches; with it at least 35%.
+    assert sum(c.case_id == "n0" for c, _ in draws) / 4000 == pytest.approx(0.35 + 0.25 * 0.1, abs=0.03)
+    # Without either option the per-case mix decides (kind None) and the pool is the whole cohort.
+    plain = config_from_preset("roi", data="d", phase="venous", out="o")
+    assert {k for _, k in (_draw_case(plain, rng, cases, lesion, normal) for _ in range(50))} == {None}
+    with pytest.raises(ValueError, match="lesion_fraction \\+ normal_fraction"):
+        config_from_preset("roi", data="d", phase="venous", out="o", lesion_fraction=0.7, normal_fraction=0.4)
+    with pytest.raises(ValueError, match="normal_fraction needs roi"):
+        config_from_preset("paper", data="d", phase="venous", out="o", normal_fraction=0.3)

@@ -131,7 +131,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         device=args.device, threads=args.threads, lr=args.lr,
         class_weights=tuple(args.class_weights) if args.class_weights else None,
         init=str(args.init) if args.init else None, snapshot_every=args.snapshot_every,
-        roi_margin_mm=args.roi_margin, roi_jitter_mm=args.roi_jitter, lesion_fraction=args.lesion_fraction)
+        roi_margin_mm=args.roi_margin, roi_jitter_mm=args.roi_jitter, lesion_fraction=args.lesion_fraction,
+        normal_fraction=args.normal_fraction)
     path = train(cfg, progress=not args.no_progress)
     print(f"model written to {path}")
     return 0
@@ -336,6 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--roi-jitter", type=_mm, default=None, help="roi preset: +- jitter of each side in mm")
     tr.add_argument("--lesion-fraction", type=_fraction, default=None,
                     help="roi preset: share of all patches centred on a lesion (default: drawn per case)")
+    tr.add_argument("--normal-fraction", type=_fraction, default=None,
+                    help="roi preset: share of all patches in the ROI of a normal case (default: as the cohort "
+                         "holds them)")
     tr.add_argument("--checkpoint-every", type=_positive_int, default=None)
     tr.add_argument("--snapshot-every", type=_count, default=None,
                     help="keep snapshots/model_<iteration>.pt every N iterations (learning curves)")

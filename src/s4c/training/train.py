@@ -90,6 +90,10 @@ class TrainConfig:
     #: drawn among those with one, the rest anywhere in the ROI of any case (for a phase whose visible
     #: lesions are few).
     lesion_fraction: float | None = None
+    #: roi sampling only. None: normal cases are drawn as often as the cohort holds them. A number: that
+    #: share of all patches lies in the ROI of a normal case (hard negatives: a cohort that is mostly
+    #: abnormal otherwise shows the network few tumour-free glands).
+    normal_fraction: float | None = None
     #: Keep a copy of model.pt every this many iterations in snapshots/ (learning curves); 0: none.
     snapshot_every: int = 0
 
@@ -107,6 +111,13 @@ class TrainConfig:
             raise ValueError(f"snapshot_every must be an integer >= 0, got {self.snapshot_every!r}")
         if self.lesion_fraction is not None and (self.sampling != "roi" or not 0 <= self.lesion_fraction <= 1):
             raise ValueError(f"lesion_fraction needs roi sampling and a value in [0, 1], got {self.lesion_fraction!r}")
+        if self.normal_fraction is not None:
+            if self.sampling != "roi" or not 0 <= self.normal_fraction <= 1:
+                raise ValueError(f"normal_fraction needs roi sampling and a value in [0, 1], "
+                                 f"got {self.normal_fraction!r}")
+            if (self.lesion_fraction or 0.0) + self.normal_fraction > 1:
+                raise ValueError(f"lesion_fraction + normal_fraction must be <= 1, got "
+                                 f"{self.lesion_fraction} + {self.normal_fraction}")
         if self.roi_margin_mm < 0 or self.roi_jitter_mm < 0:
             raise ValueError("roi_margin_mm and roi_jitter_mm must be >= 0")
         for name in ("iterations", "batch_size", "width", "checkpoint_every", "folds"):
@@ -127,6 +138,25 @@ def config_from_preset(preset: str, **fields) -> TrainConfig:
     return TrainConfig(**merged)
 
 
+def _draw_case(cfg: TrainConfig, rng: np.random.Generator, cases: list, lesion_cases: list,
+               normal_cases: list) -> tuple:
+    """The case of the next patch and its kind (None: the sampling's per-case mix)."""
+    kind, pool = None, cases
+    by_lesion = cfg.lesion_fraction is not None and bool(lesion_cases)
+    if by_lesion or cfg.normal_fraction is not None:
+        # Cohort-level mix: one draw decides lesion patch, normal-gland patch or the rest.
+        u = rng.random()
+        lesion = cfg.lesion_fraction if by_lesion else 0.0
+        normal = cfg.normal_fraction or 0.0
+        if u < lesion:
+            kind, pool = "lesion", lesion_cases
+        elif u < lesion + normal:
+            kind, pool = "roi", normal_cases
+        elif by_lesion:
+            kind = "roi"
+    return pool[int(rng.integers(len(pool)))], kind
+
+
 def poly_lr(base: float, iteration: int, total: int, power: float) -> float:
     """Polynomial decay: ``base * (1 - iteration / total) ** power``."""
     return base * (1.0 - iteration / total) ** power
@@ -145,6 +175,9 @@ def train(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None]
     cases = load_cohort(cfg.data, cfg.phase, fold=cfg.fold, folds=cfg.folds, seed=cfg.seed, spacing=spacing,
                         relabel_invisible=cfg.relabel_invisible, binary=locator)
     lesion_cases = [c for c in cases if len(c.lesion_idx)]
+    normal_cases = [c for c in cases if not c.abnormal]
+    if cfg.normal_fraction and not normal_cases:
+        raise ValueError(f"normal_fraction {cfg.normal_fraction} needs normal cases; {cfg.data} has none in training")
     relabelled = [c.case_id for c in cases if c.relabelled]
     if relabelled:
         log(f"{cfg.phase}: {len(relabelled)} tumour(s) invisible in this phase relabelled as gland")
@@ -207,12 +240,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None]
             for g in opt.param_groups:
                 g["lr"] = lr
             for b in range(cfg.batch_size):
-                kind = None
-                if cfg.lesion_fraction is not None and lesion_cases:
-                    # Cohort-level mix: this share of patches is centred on a lesion of some case that has one.
-                    kind = "lesion" if rng.random() < cfg.lesion_fraction else "roi"
-                pool = lesion_cases if kind == "lesion" else cases
-                case = pool[int(rng.integers(len(pool)))]
+                case, kind = _draw_case(cfg, rng, cases, lesion_cases, normal_cases)
                 img, lab, _ = sample_patch(case, rng, norm.hu_min, sampling=cfg.sampling, kind=kind,
                                            roi_margin_mm=cfg.roi_margin_mm, roi_jitter_mm=cfg.roi_jitter_mm)
                 if cfg.augment:
