@@ -22,13 +22,13 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src"
 
-CORE = ("s4c.io", "s4c.preprocessing", "s4c.network", "s4c.inference", "s4c.postprocess", "s4c.components",
-        "s4c.labels", "s4c.validation", "s4c.contract")
+CORE = ("s4c.io", "s4c.dicom", "s4c.grid", "s4c.preprocessing", "s4c.network", "s4c.inference", "s4c.postprocess",
+        "s4c.components", "s4c.labels", "s4c.validation", "s4c.contract")
 UPPER = ("s4c.serving", "s4c.export", "s4c.training", "s4c.evaluation")
 #: Third-party modules heavy or optional enough to import only where used (the stubs, the client and
 #: `s4c --help` run without some of them).
 HEAVY = ("torch", "onnx", "onnxruntime", "onnxconverter_common", "tensorrt", "tritonclient", "pytriton",
-         "triton_python_backend_utils", "PIL", "matplotlib", "monai")
+         "triton_python_backend_utils", "PIL", "matplotlib", "monai", "pydicom", "highdicom")
 #: Modules that load their subcommands lazily, so `s4c --help` and one subcommand do not import all.
 LAZY_ENTRY_POINTS = ("s4c.cli", "s4c.demo")
 PLOTTING = ("PIL", "matplotlib", "s4c.viz")

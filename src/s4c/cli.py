@@ -218,6 +218,23 @@ def _cmd_infer(args: argparse.Namespace) -> int:
         raise CommandError("dual phase needs both --arterial and --venous (or use --ct with --phase)")
     if modes[1] and not args.phase:
         raise CommandError("--ct needs --phase arterial|venous")
+    for flag, uid, scan in (("--arterial-series", args.arterial_series, "--arterial"),
+                            ("--venous-series", args.venous_series, "--venous"), ("--series", args.series, "--ct")):
+        if uid and not getattr(args, scan.lstrip("-")):
+            raise CommandError(f"{flag} picks a series of the DICOM folder given with {scan}; give {scan}")
+    scans = None
+    if not args.manifest:
+        from s4c.serving.client import read_scans
+        from s4c.serving.scans import ScanError
+
+        paths = ({"arterial": args.arterial, "venous": args.venous} if modes[0] else {args.phase: args.ct})
+        series = ({"arterial": args.arterial_series, "venous": args.venous_series} if modes[0]
+                  else {args.phase: args.series})
+        try:
+            # Read before any server starts or file is written: a bad scan ends here, with nothing written.
+            scans = read_scans(paths, series)
+        except ScanError as exc:
+            raise CommandError(str(exc), 2) from exc
     tls = None
     if args.tls or args.tls_ca or args.tls_cert or args.tls_key:
         if args.url is None:
@@ -236,7 +253,7 @@ def _cmd_infer(args: argparse.Namespace) -> int:
                 headers = {grpc_admin_header(): key}
             with InferenceClient(args.url, timeout_s=args.timeout, retries=args.retries, tls=tls, headers=headers,
                                  shared_memory=args.shared_memory) as client:
-                return _infer_with(client, args, modes)
+                return _infer_with(client, args, scans)
         from s4c.serving.local import local_server
 
         # No server given: one of our own on free loopback ports, for this command only.
@@ -247,13 +264,14 @@ def _cmd_infer(args: argparse.Namespace) -> int:
             headers = {grpc_admin_header(): server.config.admin_key} if args.shared_memory else {}
             with InferenceClient(server.config.grpc_url, timeout_s=args.timeout, retries=args.retries,
                                  headers=headers, shared_memory=args.shared_memory) as client:
-                return _infer_with(client, args, modes)
+                return _infer_with(client, args, scans)
     except (ClientError, ServerError) as exc:
         raise CommandError(str(exc), 3) from exc
 
 
-def _infer_with(client, args: argparse.Namespace, modes: list[bool]) -> int:
-    """``s4c infer``'s work once a client is connected."""
+def _infer_with(client, args: argparse.Namespace, scans: dict | None) -> int:
+    """``s4c infer``'s work once a client is connected (``scans``: the case's scans, read; None for
+    --manifest)."""
     from s4c.serving.client import infer_case, infer_cohort
 
     if args.manifest:
@@ -261,8 +279,7 @@ def _infer_with(client, args: argparse.Namespace, modes: list[bool]) -> int:
                             progress=not args.no_progress)
         _print_cohort(rows, args.out)
         return 0 if all(r["status"] == "ok" for r in rows) else 1
-    paths = {"arterial": args.arterial, "venous": args.venous} if modes[0] else {args.phase: args.ct}
-    answer, written = infer_case(client, paths, args.out)
+    answer, written = infer_case(client, scans, args.out)
     for phase, rep in answer.report["phases"].items():
         t = max(rep["tumors"], key=lambda c: c["voxels"]) if rep["tumors"] else None
         where = (f"; largest tumour {t['volume_ml']:.2f} mL at world (x, y, z) "
@@ -447,14 +464,22 @@ def build_parser() -> argparse.ArgumentParser:
                      help="without --url: the repository the local server serves (default: ./model_repository)")
     inf.add_argument("--models", type=Path, default=None,
                      help="without --url: checkpoints to export if the repository is stale")
-    inf.add_argument("--arterial", type=Path, help="arterial-phase NIfTI")
-    inf.add_argument("--venous", type=Path, help="venous-phase NIfTI")
-    inf.add_argument("--ct", type=Path, help="one scan (with --phase)")
+    inf.add_argument("--arterial", type=Path, help="arterial-phase scan: a NIfTI file or a DICOM series folder")
+    inf.add_argument("--venous", type=Path, help="venous-phase scan: a NIfTI file or a DICOM series folder")
+    inf.add_argument("--ct", type=Path, help="one scan, NIfTI or DICOM folder (with --phase)")
     inf.add_argument("--phase", choices=["arterial", "venous"])
-    inf.add_argument("--manifest", type=Path, help="cohort manifest.csv (case_id, arterial, venous columns)")
+    inf.add_argument("--arterial-series", metavar="UID", default=None,
+                     help="the SeriesInstanceUID to read when the --arterial folder holds several series")
+    inf.add_argument("--venous-series", metavar="UID", default=None,
+                     help="the SeriesInstanceUID to read when the --venous folder holds several series")
+    inf.add_argument("--series", metavar="UID", default=None,
+                     help="the SeriesInstanceUID to read when the --ct folder holds several series")
+    inf.add_argument("--manifest", type=Path, help="cohort manifest.csv (case_id, arterial, venous columns: NIfTI "
+                     "files or DICOM folders)")
     inf.add_argument("--concurrency", type=_positive_int, default=1, help="cases in flight (--manifest)")
     inf.add_argument("--out", required=True, type=Path, help="folder for <phase>_labels.nii.gz, report.json, "
-                     "overlay.png (--manifest: one folder per case and summary.csv)")
+                     "overlay.png, and <phase>_seg.dcm for a DICOM input (--manifest: one folder per case and "
+                     "summary.csv)")
     inf.add_argument("--timeout", type=_seconds, default=600.0, help="seconds per call")
     inf.add_argument("--retries", type=_count, default=3, help="retries when the server is UNAVAILABLE")
     # TLS flags: the server's spelling (s4c serve --tls-*); the former client names stay as aliases.

@@ -9,18 +9,27 @@ Training, evaluation, the demo, the client and ``s4c classify`` read scans with
 RAS+, so the array's X, Y and Z run to the patient's right, anterior and superior whatever order the
 file stores them in. A network therefore sees one anatomy orientation in training and in serving.
 Labels go back to the file's own grid and affine with :meth:`CanonicalVolume.save`.
+
+A scan is a NIfTI file or a folder holding a DICOM CT series (:mod:`s4c.dicom`), told apart by
+content: a folder, or a file with the DICOM preamble, is read as DICOM. A series' own grid is the
+one dcm2niix writes, so labels saved for it line up with dcm2niix's conversion of the same series.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 from nibabel.openers import ImageOpener
 
-from s4c.validation import check_spacing
+from s4c.dicom import DicomSeries, is_dicom_file, read_series
+from s4c.grid import affine_from_spacing, spacing_from_affine, voxel_to_world
+
+__all__ = ["MAX_NIFTI_VOXELS", "CanonicalVolume", "Volume", "affine_from_spacing", "check_orthogonal", "is_dicom",
+           "load_canonical", "load_canonical_pair", "load_nifti", "save_nifti", "spacing_from_affine",
+           "to_canonical", "voxel_to_world"]
 
 
 @dataclass(frozen=True)
@@ -33,20 +42,6 @@ class Volume:
     array: np.ndarray
     spacing: tuple[float, float, float]
     affine: np.ndarray
-
-
-def spacing_from_affine(affine: np.ndarray) -> tuple[float, float, float]:
-    """Voxel sizes (Z, Y, X) in mm: the column norms of the affine, reversed into array order."""
-    zooms = np.sqrt((np.asarray(affine, dtype=np.float64)[:3, :3] ** 2).sum(axis=0))
-    return check_spacing(zooms[::-1], "affine voxel size")
-
-
-def affine_from_spacing(spacing, origin=(0.0, 0.0, 0.0)) -> np.ndarray:
-    """An axis-aligned RAS affine for a (Z, Y, X) spacing; ``origin`` is the world (x, y, z) of voxel 0."""
-    sz, sy, sx = check_spacing(spacing)
-    affine = np.diag([sx, sy, sz, 1.0])
-    affine[:3, 3] = origin
-    return affine
 
 
 def _check_raw_voxel_size(img, path: Path) -> None:
@@ -157,6 +152,8 @@ class CanonicalVolume:
     source_affine: np.ndarray
     source_shape: tuple[int, int, int]
     _back: np.ndarray
+    #: The DICOM series it was read from (its grid is the source grid), or None for a NIfTI file.
+    dicom: DicomSeries | None = None
 
     def to_source(self, array: np.ndarray) -> np.ndarray:
         """A (Z, Y, X) array on the canonical grid, reoriented onto the file's (Z, Y, X) grid."""
@@ -195,10 +192,25 @@ def to_canonical(volume: Volume, name: str = "volume") -> CanonicalVolume:
                            new_affine, affine, tuple(int(n) for n in volume.array.shape), back)
 
 
-def load_canonical(path: str | Path, *, max_voxels: int = MAX_NIFTI_VOXELS) -> CanonicalVolume:
-    """:func:`load_nifti`, then :func:`to_canonical`: the one reader of scans and label maps."""
+def is_dicom(path: str | Path) -> bool:
+    """True when ``path`` is read as DICOM: a folder, or a file with the DICOM preamble."""
     path = Path(path)
-    return to_canonical(load_nifti(path, max_voxels=max_voxels), path.name)
+    return path.is_dir() or is_dicom_file(path)
+
+
+def load_canonical(path: str | Path, *, series: str | None = None,
+                   max_voxels: int = MAX_NIFTI_VOXELS) -> CanonicalVolume:
+    """The one reader of scans and label maps: a NIfTI file (:func:`load_nifti`) or a DICOM CT series
+    folder (:func:`s4c.dicom.read_series`; ``series`` picks a SeriesInstanceUID), then
+    :func:`to_canonical`."""
+    path = Path(path)
+    if not is_dicom(path):
+        if series is not None:
+            raise ValueError(f"{path.name}: a series UID was given, but this is not a DICOM folder")
+        return to_canonical(load_nifti(path, max_voxels=max_voxels), path.name)
+    dicom = read_series(path, series, max_voxels=max_voxels)
+    volume = Volume(dicom.array, dicom.spacing, dicom.affine)
+    return replace(to_canonical(volume, path.name), dicom=dicom)
 
 
 def load_canonical_pair(image_path: str | Path, label_path: str | Path,
@@ -210,10 +222,3 @@ def load_canonical_pair(image_path: str | Path, label_path: str | Path,
     if not np.allclose(img.source_affine, lab.source_affine, rtol=0, atol=1e-3):
         raise ValueError(f"{name}: the label map's affine differs from the image's (not the same grid)")
     return img, lab
-
-
-def voxel_to_world(affine: np.ndarray, zyx) -> tuple[float, float, float]:
-    """World (x, y, z) mm of a (z, y, x) voxel index under a NIfTI (i, j, k) affine."""
-    z, y, x = (float(v) for v in zyx)
-    w = np.asarray(affine, dtype=np.float64) @ np.array([x, y, z, 1.0])
-    return float(w[0]), float(w[1]), float(w[2])

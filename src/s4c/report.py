@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 from s4c.checkpoint import ModelSpec
+from s4c.grid import voxel_to_world
 from s4c.inference.pipeline import PhaseResult
-from s4c.io import voxel_to_world
 
 
 def phase_report(result: PhaseResult, affine: np.ndarray, spec: ModelSpec) -> dict:

@@ -191,9 +191,17 @@ def write_answer(out: str | Path, scans: Mapping[str, Scan], answer: CaseAnswer)
     return write_results(out, {p: s.volume for p, s in scans.items()}, answer.labels, report)
 
 
-def infer_case(client: InferenceClient, paths: Mapping[str, Path], out: str | Path) -> tuple[CaseAnswer, dict]:
-    """Read the scans (``phase -> path``; one phase or both), infer, write; returns (answer, paths)."""
-    scans = {phase: read_scan(path) for phase, path in paths.items()}
+def read_scans(paths: Mapping[str, Path], series: Mapping[str, str | None] | None = None) -> dict[str, Scan]:
+    """Each phase's scan (``phase -> path``: NIfTI or DICOM folder; ``series``: ``phase -> UID``)."""
+    series = series or {}
+    return {phase: read_scan(path, series.get(phase)) for phase, path in paths.items()}
+
+
+def infer_case(client: InferenceClient, paths: Mapping[str, Path] | Mapping[str, Scan],
+               out: str | Path) -> tuple[CaseAnswer, dict]:
+    """Infer one case and write its results; returns (answer, paths). ``paths``: ``phase -> path`` (one
+    phase or both), or the scans already read (:func:`read_scans`)."""
+    scans = {phase: p if isinstance(p, Scan) else read_scan(p) for phase, p in paths.items()}
     if set(scans) == set(PHASES):
         answer = client.infer_dual(scans["arterial"], scans["venous"])
     elif len(scans) == 1:

@@ -1,9 +1,9 @@
-"""Reading a user's NIfTI scan for the server, and putting the answer back on the file's own grid.
+"""Reading a user's scan for the server, and putting the answer back on the file's own grid.
 
-A scan is loaded with :func:`s4c.io.load_nifti` (``scl_slope``/``scl_inter`` applied), reoriented to
-the project's canonical frame (:func:`s4c.io.to_canonical`, the same one training and evaluation use)
-and converted to int16 HU, refusing values that int16 cannot hold. Labels coming back are
-reoriented to the file's orientation and saved with the file's own affine.
+A scan (a NIfTI file or a DICOM series folder) is loaded with :func:`s4c.io.load_canonical`
+(``scl_slope``/``scl_inter`` or the DICOM rescale applied), in the project's canonical frame (the
+same one training and evaluation use), and converted to int16 HU, refusing values that int16 cannot
+hold. Labels coming back are reoriented to the file's orientation and saved with the file's own affine.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from s4c.io import CanonicalVolume, Volume, load_nifti, to_canonical
+from s4c.io import CanonicalVolume, Volume, load_canonical, to_canonical
 
 _INT16 = np.iinfo(np.int16)
 
@@ -88,13 +88,14 @@ def canonical(volume: Volume, name: str) -> Scan:
     return Scan(canon, to_int16(canon.array, name))
 
 
-def read_scan(path: str | Path) -> Scan:
-    """Load a NIfTI CT for sending; raises :class:`ScanError` with a clear message on any problem."""
+def read_scan(path: str | Path, series: str | None = None) -> Scan:
+    """Load a CT for sending, a NIfTI file or a DICOM series folder (``series``: its SeriesInstanceUID,
+    for a folder holding several); raises :class:`ScanError` with a clear message on any problem."""
     path = Path(path)
     if not path.exists():
-        raise ScanError(f"{path}: no such file")
+        raise ScanError(f"{path}: no such file or folder")
     try:
-        volume = load_nifti(path)
+        volume = load_canonical(path, series=series)
     except ValueError as exc:
         raise ScanError(str(exc)) from exc
-    return canonical(volume, path.name)
+    return Scan(volume, to_int16(volume.array, volume.name))

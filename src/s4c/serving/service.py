@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from s4c import __version__, contract
+from s4c.grid import affine_from_spacing
 from s4c.inference.pipeline import PhaseResult, RoiSettings, run_phase_async
 from s4c.inference.sliding_window import BatchTimeout, InferenceCancelled
-from s4c.io import affine_from_spacing
 from s4c.labels import PHASES
 from s4c.postprocess import fuse
 from s4c.report import phase_report
