@@ -373,3 +373,30 @@ def test_write_results_writes_seg_and_keeps_phi_out_of_the_rest(tmp_path):
     # The labels NIfTI is on the series grid, the SEG's frames equal it.
     saved = nib.load(str(paths["venous_labels"]))
     assert np.allclose(saved.affine, vol.source_affine) and saved.shape == vol.source_shape[::-1]
+
+
+def test_training_reads_dicom_folders_in_a_manifest(tmp_path):
+    """``s4c train`` reads a cohort through the same loader: a DICOM folder in the arterial/venous
+    columns gives the training arrays of the NIfTI file of the same case."""
+    from s4c.data.phantom import generate_case
+    from s4c.io import save_nifti
+    from s4c.training.data import load_cohort
+
+    case = generate_case(2, abnormal=True, shape=(40, 64, 56), spacing=(2.5, 2.5, 2.5), case_id="t")
+    rows = ["case_id,arterial,arterial_label,venous,venous_label,abnormal"]
+    for kind in ("nifti", "dicom"):
+        for phase in ("arterial", "venous"):
+            hu = getattr(case, phase).astype(np.int16)
+            if kind == "nifti":
+                save_nifti(tmp_path / f"{phase}.nii.gz", hu, case.affine)
+            else:
+                write_series(tmp_path / f"{phase}_dicom", hu.astype(np.float64), case.affine)
+            save_nifti(tmp_path / f"{phase}_label.nii.gz", getattr(case, f"{phase}_label"), case.affine)
+        img = {"nifti": "{p}.nii.gz", "dicom": "{p}_dicom"}[kind]
+        rows.append(f"{kind},{img.format(p='arterial')},arterial_label.nii.gz,{img.format(p='venous')},"
+                    f"venous_label.nii.gz,1")
+    (tmp_path / "manifest.csv").write_text("\n".join(rows) + "\n")
+    for phase in ("arterial", "venous"):
+        got = {c.case_id: c for c in load_cohort(tmp_path, phase)}
+        assert np.array_equal(got["dicom"].image, got["nifti"].image)
+        assert np.array_equal(got["dicom"].labels, got["nifti"].labels)

@@ -215,10 +215,12 @@ def load_canonical(path: str | Path, *, series: str | None = None,
 
 def load_canonical_pair(image_path: str | Path, label_path: str | Path,
                         name: str = "case") -> tuple[CanonicalVolume, CanonicalVolume]:
-    """An image and its label map, both canonical; refuses a label map on another grid."""
+    """An image and its label map, both canonical; refuses a label map on another grid. The grids are
+    compared in the canonical frame, so a DICOM series pairs with a label NIfTI of the same voxels in
+    another storage order (dcm2niix's, or RAS)."""
     img, lab = load_canonical(image_path), load_canonical(label_path)
-    if img.source_shape != lab.source_shape:
+    if img.array.shape != lab.array.shape:
         raise ValueError(f"{name}: image shape {img.source_shape} != label shape {lab.source_shape}")
-    if not np.allclose(img.source_affine, lab.source_affine, rtol=0, atol=1e-3):
+    if not np.allclose(img.affine, lab.affine, rtol=0, atol=1e-3):
         raise ValueError(f"{name}: the label map's affine differs from the image's (not the same grid)")
     return img, lab

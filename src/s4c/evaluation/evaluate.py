@@ -26,7 +26,7 @@ from s4c.evaluation.tables import Table1Row, Table2Row, render_table1, render_ta
 from s4c.inference.pipeline import RoiSettings, run_phase
 from s4c.inference.predictor import OnnxPredictor
 from s4c.inference.roi import box_fraction
-from s4c.io import load_canonical
+from s4c.io import load_canonical, load_canonical_pair
 from s4c.labels import DEFAULT_MODE, DUCT, MIN_DUCT_VOXELS, MIN_TUMOR_VOXELS, MODES, PHASES, ROI_MARGIN_MM, TUMOR
 from s4c.models import checkpoint_path, locator_path
 from s4c.outputs import write_results
@@ -57,7 +57,10 @@ def evaluate_case(root: Path, entry: CaseEntry, predictors: Predictors, *, strid
         img_path, lab_path = entry.path(root, phase), entry.path(root, f"{phase}_label")
         if img_path is None or not img_path.exists():
             raise ValueError(f"case {entry.case_id}: {phase} image missing")
-        vol = load_canonical(img_path)
+        name = f"case {entry.case_id} {phase}"
+        # An image and its labels must share one grid (compared in the canonical frame).
+        vol, lab = load_canonical_pair(img_path, lab_path, name) if lab_path is not None else (
+            load_canonical(img_path), None)
         predictor, spec = predictors[phase]
         t = time.perf_counter()
         res = run_phase(vol.array, vol.spacing, predictor, spec, stride=stride, batch_size=batch_size, mode=mode,
@@ -65,10 +68,8 @@ def evaluate_case(root: Path, entry: CaseEntry, predictors: Predictors, *, strid
         d = res.decision
         row = {"abnormal_pred": int(d.abnormal), "tumor_voxels": d.tumor_voxels, "duct_voxels": d.duct_voxels,
                "seconds": time.perf_counter() - t, **res.roi_report()}
-        if lab_path is not None:
-            ref = as_label_volume(load_canonical(lab_path).array, f"case {entry.case_id} {phase}")
-            if ref.shape != d.labels.shape:
-                raise ValueError(f"case {entry.case_id} {phase}: label shape {ref.shape} != image {d.labels.shape}")
+        if lab is not None:
+            ref = as_label_volume(lab.array, name)
             row["dsc_pancreas"] = dsc(d.labels > 0, ref > 0)
             row["dsc_tumor"] = dsc(d.labels == TUMOR, ref == TUMOR)
             row["dsc_duct"] = dsc(d.labels == DUCT, ref == DUCT)
