@@ -94,3 +94,31 @@ def test_demo_through_its_own_server_writes_the_same_files(repository, tmp_path)
     assert set(report["phases"]) == {"arterial", "venous"} and "reference_rule" in report
     port = int(next(re.search(r":(\d+)", ln).group(1) for ln in lines if ln.startswith("starting tritonserver")))
     assert _refused(port) and any(ln.startswith("DECISION") for ln in lines)
+
+
+def test_a_killed_server_leaves_no_shared_memory_behind(repository, tmp_path):
+    """The Python backend's stubs each hold 64 MiB regions in /dev/shm; killed with their server they
+    never unlink them (seen here: 17 GiB left by killed test servers, until the OOM killer struck).
+    Each server names its regions with its own prefix and stop() removes what is left."""
+    import os
+    import signal
+
+    from s4c.serving.server import SHM_DIR, ServerConfig, TritonServer, free_ports
+
+    if not SHM_DIR.is_dir():
+        pytest.skip("no /dev/shm on this system")
+    grpc, http, metrics = free_ports(3)
+    server = TritonServer(ServerConfig(repository, grpc_port=grpc, http_port=http, metrics_port=metrics),
+                          log_path=tmp_path / "tritonserver.log")
+    prefix = server.config.shm_prefix
+    server.start()
+    try:
+        server.wait_ready(240)
+        regions = list(SHM_DIR.glob(f"{prefix}*"))
+        assert regions, f"no /dev/shm/{prefix}* regions while the server runs"
+        os.killpg(server.process.pid, signal.SIGKILL)  # a crash: nobody cleans up
+        server.process.wait(30)
+        assert all(p.exists() for p in regions)
+    finally:
+        server.stop()
+    assert list(SHM_DIR.glob(f"{prefix}*")) == []

@@ -199,6 +199,24 @@ def server_env(install: TritonInstall, base: dict | None = None) -> dict:
     return env
 
 
+SHM_DIR = Path("/dev/shm")
+
+
+def remove_shm_regions(prefix: str, shm_dir: Path = SHM_DIR) -> list[Path]:
+    """Remove the shared-memory regions named ``prefix``... once their server has exited. A stub
+    killed with its server (SIGKILL, OOM) never unlinks its regions, and they hold RAM until reboot."""
+    if not prefix or "/" in prefix:
+        raise ValueError(f"bad shared-memory prefix {prefix!r}")
+    removed = []
+    for path in sorted(shm_dir.glob(f"{prefix}*")) if shm_dir.is_dir() else []:
+        try:
+            path.unlink()
+            removed.append(path)
+        except FileNotFoundError:
+            pass
+    return removed
+
+
 @dataclass
 class ServerConfig:
     """How to run the server; the defaults are the secure local ones."""
@@ -218,6 +236,9 @@ class ServerConfig:
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
     extra_args: Sequence[str] = ()
+    #: Names this server's Python-backend shared-memory regions (/dev/shm/<prefix>...), so that
+    #: :meth:`TritonServer.stop` can remove those a killed stub leaves behind (64 MiB each).
+    shm_prefix: str = field(default_factory=lambda: f"s4c_{secrets.token_hex(6)}_")
 
     def command(self, install: TritonInstall, backend_dir: Path) -> list[str]:
         restricted = ",".join(RESTRICTED) + f":{ADMIN_HEADER}={self.admin_key}"
@@ -237,6 +258,7 @@ class ServerConfig:
             f"--http-restricted-api={restricted}",
             f"--backend-config=python,shm-default-byte-size={SHM_DEFAULT_BYTES}",
             f"--backend-config=python,shm-growth-byte-size={SHM_GROWTH_BYTES}",
+            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
             f"--log-verbose={self.log_verbose}",
         ]
         if self.config_name:
@@ -347,6 +369,7 @@ class TritonServer:
             os.killpg(self.process.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        remove_shm_regions(self.config.shm_prefix)
         if self._log is not None:
             self._log.close()
             self._log = None
