@@ -400,3 +400,28 @@ def test_training_reads_dicom_folders_in_a_manifest(tmp_path):
         got = {c.case_id: c for c in load_cohort(tmp_path, phase)}
         assert np.array_equal(got["dicom"].image, got["nifti"].image)
         assert np.array_equal(got["dicom"].labels, got["nifti"].labels)
+
+
+def test_infer_cli_reads_the_series_first(tmp_path, capsys):
+    """``s4c infer`` reads the scans before it connects: notes go to stderr, a bad series exits 2 with
+    its message, and neither writes into --out."""
+    from s4c.cli import main
+
+    canon, affine = _phantom()
+    files = write_series(tmp_path / "s", canon, affine)
+    scout = tmp_path / "s" / "scout.dcm"
+    shutil.copy(files[0], scout)
+    edit(scout, ImageType=["ORIGINAL", "PRIMARY", "LOCALIZER"], SOPInstanceUID="1.2.3.4.5")
+    out = tmp_path / "out"
+    code = main(["infer", "--url", "127.0.0.1:9", "--retries", "0", "--timeout", "2", "--ct", str(tmp_path / "s"),
+                 "--phase", "venous", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 3 and "note: venous: skipped localizer image scout.dcm" in err
+    files[3].unlink()
+    code = main(["infer", "--url", "127.0.0.1:9", "--ct", str(tmp_path / "s"), "--phase", "venous", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "s4c infer: error:" in err and "missing slice(s)" in err
+    assert main(["infer", "--url", "127.0.0.1:9", "--arterial-series", "1.2", "--ct", str(tmp_path / "s"),
+                 "--phase", "venous", "--out", str(out)]) == 2
+    assert "--arterial-series picks a series of the DICOM folder given with --arterial" in capsys.readouterr().err
+    assert not out.exists()

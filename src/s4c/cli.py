@@ -235,6 +235,9 @@ def _cmd_infer(args: argparse.Namespace) -> int:
             scans = read_scans(paths, series)
         except ScanError as exc:
             raise CommandError(str(exc), 2) from exc
+        for phase, scan in scans.items():
+            for note in scan.volume.dicom.notes if scan.volume.dicom is not None else ():
+                print(f"s4c infer: note: {phase}: {note}", file=sys.stderr)
     tls = None
     if args.tls or args.tls_ca or args.tls_cert or args.tls_key:
         if args.url is None:
