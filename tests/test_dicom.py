@@ -17,7 +17,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from dicom_series import AXIAL, CORONAL, PHI, edit, write_series
+from dicom_series import AXIAL, CORONAL, FLIPPED, PHI, edit, write_series
 from s4c.dicom import DicomSeriesError, list_series, read_series, write_segmentation
 from s4c.io import is_dicom, load_canonical
 
@@ -98,7 +98,7 @@ def test_real_series_has_blank_uids_derived_and_noted(real_series):
     assert [i.uid for i in list_series(real_series)] == [s.series_uid]
 
 
-@pytest.mark.parametrize("orientation", [AXIAL, CORONAL], ids=["axial", "coronal"])
+@pytest.mark.parametrize("orientation", [AXIAL, FLIPPED, CORONAL], ids=["axial", "flipped", "coronal"])
 def test_series_round_trip_and_dcm2niix_grid(orientation, tmp_path):
     canon, affine = _phantom()
     write_series(tmp_path / "s", canon, affine, orientation=orientation)
@@ -425,3 +425,26 @@ def test_infer_cli_reads_the_series_first(tmp_path, capsys):
                  "--phase", "venous", "--out", str(out)]) == 2
     assert "--arterial-series picks a series of the DICOM folder given with --arterial" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_faults_built_from_the_real_series(real_series, tmp_path):
+    """The same refusals on copies of the real (JPEG 2000) series: a slice removed, a slice twice, a
+    file cut short."""
+    s = read_series(real_series)
+    gap = tmp_path / "gap"
+    shutil.copytree(real_series, gap)
+    (gap / s.files[7].name).unlink()
+    with pytest.raises(DicomSeriesError, match=r"a gap of 4.000 mm between positions -792.500 and -788.500 mm"):
+        read_series(gap)
+    dup = tmp_path / "dup"
+    shutil.copytree(real_series, dup)
+    shutil.copy(dup / s.files[3].name, dup / "copy_of_slice")
+    edit(dup / "copy_of_slice", SOPInstanceUID="1.2.826.0.1.3680043.8.498.4242")
+    with pytest.raises(DicomSeriesError, match=r"duplicate slice position -798.500 mm"):
+        read_series(dup)
+    cut = tmp_path / "cut"
+    shutil.copytree(real_series, cut)
+    victim = cut / s.files[12].name
+    victim.write_bytes(victim.read_bytes()[:-5000])
+    with pytest.raises(DicomSeriesError, match=f"{victim.name}: .*damaged or truncated"):
+        read_series(cut)

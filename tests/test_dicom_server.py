@@ -16,7 +16,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from dicom_series import PHI, write_series
+from dicom_series import AXIAL, FLIPPED, PHI, write_series
 from s4c.data.phantom import generate_case
 from s4c.io import load_canonical
 from test_dicom import REAL_DICOM, REPO, _dcm2niix, dciodvfy_errors
@@ -71,7 +71,8 @@ def test_real_series_end_to_end(tmp_path):
 
 @pytest.fixture(scope="module")
 def dicom_case(tmp_path_factory):
-    """A phantom case as NIfTI (RAS) and as two DICOM series (axial, LPS, identifiers planted)."""
+    """A phantom case as NIfTI (RAS) and as two DICOM series with identifiers planted: arterial axial
+    (LPS), venous flipped (rows reversed, so the slice normal points to the feet)."""
     root = tmp_path_factory.mktemp("dicom_case")
     case = generate_case(5, abnormal=True, shape=(48, 80, 72), spacing=(3.0, 2.5, 2.5), case_id="dcm")
     from s4c.io import save_nifti
@@ -81,7 +82,8 @@ def dicom_case(tmp_path_factory):
         hu = getattr(case, phase).astype(np.int16)
         paths[phase] = save_nifti(root / f"{phase}.nii.gz", hu, case.affine)
         save_nifti(root / f"{phase}_label.nii.gz", getattr(case, f"{phase}_label"), case.affine)
-        write_series(root / f"{phase}_dicom", hu.astype(np.float64), case.affine, description=phase)
+        write_series(root / f"{phase}_dicom", hu.astype(np.float64), case.affine, description=phase,
+                     orientation=AXIAL if phase == "arterial" else FLIPPED)
     return root, case
 
 

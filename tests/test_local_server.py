@@ -92,6 +92,14 @@ def test_demo_through_its_own_server_writes_the_same_files(repository, tmp_path)
                       echo=lines.append)
     assert RESULT_FILES <= {p.name for p in tmp_path.iterdir()}
     assert set(report["phases"]) == {"arterial", "venous"} and "reference_rule" in report
+    # The demo sends its phantom as two DICOM series and gets a DICOM SEG back for each.
+    import highdicom as hd
+
+    for phase in ("arterial", "venous"):
+        assert report["phases"][phase]["source"]["format"] == "dicom"
+        seg = hd.seg.segread(tmp_path / f"{phase}_seg.dcm")
+        assert str(seg.PatientName) == "PHANTOM^DEMO" and len(seg.SegmentSequence) == 3
+    assert any("_seg" in ln for ln in lines)
     port = int(next(re.search(r":(\d+)", ln).group(1) for ln in lines if ln.startswith("starting tritonserver")))
     assert _refused(port) and any(ln.startswith("DECISION") for ln in lines)
 

@@ -1,8 +1,8 @@
 """The demo: one generated dual-phase phantom case through the real Triton server.
 
-:func:`run_demo`: phantom -> NIfTI on disk -> start ``tritonserver`` on this repository -> ``s4c``
+:func:`run_demo`: phantom -> a DICOM CT series per phase on disk -> start ``tritonserver`` on this repository -> ``s4c``
 gRPC client (``s4c_dual_phase``: tiling, segmenter over BLS, vote, component filter, rule, fusion)
--> labels NIfTI + report.json + overlay.png -> stop the server -> summary.
+-> labels NIfTI + DICOM SEG + report.json + overlay.png -> stop the server -> summary.
 
 :func:`run_demo_in_process`: the same case through the in-process library pipeline (no server), read
 and written the same way (:func:`s4c.io.load_canonical`, :func:`s4c.outputs.write_results`).
@@ -10,10 +10,12 @@ and written the same way (:func:`s4c.io.load_canonical`, :func:`s4c.outputs.writ
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
 from s4c.data.phantom import generate_case
+from s4c.dicom import derived_uid, write_ct_series
 from s4c.inference.pipeline import run_case
 from s4c.inference.predictor import load_locator, load_predictors
 from s4c.io import load_canonical, save_nifti
@@ -24,10 +26,19 @@ from s4c.report import phase_report
 
 
 def _write_phantom(out: Path, seed: int, shape, spacing, echo, abnormal: bool = True):
+    """The demo case as a scanner would hand it over: each phase a DICOM CT series (one study, a
+    fictitious patient), plus NIfTI copies of the CTs and the reference labels."""
     case = generate_case(seed, abnormal=abnormal, shape=shape, spacing=spacing, case_id="demo")
-    inputs = {}
+    inputs, niftis = {}, {}
+    patient = {"PatientName": "PHANTOM^DEMO", "PatientID": f"S4C-DEMO-{seed}"}
+    study = derived_uid("s4c demo", seed, "study")
     for phase in PHASES:
-        inputs[phase] = save_nifti(out / "input" / f"{phase}.nii.gz", getattr(case, phase), case.affine)
+        folder = out / "input" / f"{phase}_dicom"
+        shutil.rmtree(folder, ignore_errors=True)  # a rerun into the same folder: one series, not two
+        write_ct_series(folder, getattr(case, phase), case.affine, patient=patient, study_uid=study,
+                        uid_seed=f"s4c demo {seed} {phase}", description=f"s4c phantom {phase}")
+        inputs[phase] = folder
+        niftis[phase] = save_nifti(out / "input" / f"{phase}.nii.gz", getattr(case, phase), case.affine)
         save_nifti(out / "input" / f"{phase}_label.nii.gz", getattr(case, f"{phase}_label"), case.affine)
     tumor = case.meta.get("tumor")
     if tumor is None:
@@ -36,7 +47,7 @@ def _write_phantom(out: Path, seed: int, shape, spacing, echo, abnormal: bool = 
         echo(f"phantom case (seed {seed}): PNET in the {tumor['location']}, {tumor['diameter_mm']:.0f} mm, "
              f"pattern {tumor['pattern']}, duct {'yes' if case.meta['duct']['present'] else 'no'}; "
              f"written to {out / 'input'}")
-    return case, inputs
+    return case, inputs, niftis
 
 
 def _roi_line(phase_report: dict) -> str:
@@ -64,7 +75,7 @@ def run_demo(out: str | Path, *, seed: int = 7, repository: str | Path = "model_
 
     out = Path(out)
     t_all = time.perf_counter()
-    case, inputs = _write_phantom(out, seed, shape, spacing, echo, abnormal=not normal)
+    case, inputs, _ = _write_phantom(out, seed, shape, spacing, echo, abnormal=not normal)
     with local_server(repository, models=models, mode=mode, workdir=out, log_path=out / "tritonserver.log",
                       echo=echo) as server:
         with InferenceClient(server.config.grpc_url) as client:
@@ -94,9 +105,10 @@ def run_demo(out: str | Path, *, seed: int = 7, repository: str | Path = "model_
 def run_demo_in_process(out: str | Path, *, seed: int = 7, models: str | Path | None = None,
                         stride: int = DEFAULT_STRIDE, batch_size: int = 8, shape=(96, 128, 128),
                         spacing=(2.5, 2.5, 2.5), echo=print, mode: str = DEFAULT_MODE, normal: bool = False) -> dict:
-    """Run the demo in-process into ``out`` and return the report dict (also in ``out/report.json``)."""
+    """Run the demo in-process into ``out`` and return the report dict (also in ``out/report.json``).
+    The library reads the NIfTI copies (the served demo sends the DICOM series)."""
     out = Path(out)
-    case, inputs = _write_phantom(out, seed, shape, spacing, echo, abnormal=not normal)
+    case, _, inputs = _write_phantom(out, seed, shape, spacing, echo, abnormal=not normal)
 
     predictors = load_predictors(models, allow_untrained=True)
     locator = load_locator(models) if mode == "roi" else None

@@ -9,7 +9,8 @@ LPS to RAS. Rescale slope and intercept are applied per slice. A series this mod
 one orthogonal grid is refused with :class:`DicomSeriesError` naming the problem and the file: no
 resampling is done here, so a gantry tilt is refused, not corrected.
 
-Writing. :func:`write_segmentation` writes a phase's labels as a DICOM Segmentation Storage object
+Writing. :func:`write_ct_series` stores a volume (a phantom) as a classic CT series, for the demo
+and tests. :func:`write_segmentation` writes a phase's labels as a DICOM Segmentation Storage object
 (highdicom): three binary segments (pancreas, tumour, dilated duct) with SNOMED CT codes, the
 algorithm's name, version and model checksum, the source series' patient and study modules, and a
 reference to every source instance.
@@ -22,6 +23,7 @@ pylibjpeg-openjpeg, -libjpeg and -rle, or python-gdcm).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +33,9 @@ import numpy as np
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 ENHANCED_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
 DICOMDIR_STORAGE = "1.2.840.10008.1.3.10"
+#: ImageOrientationPatient (LPS row cosine, column cosine) of an axial and a coronal series.
+AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+CORONAL = (1.0, 0.0, 0.0, 0.0, 0.0, -1.0)
 #: Cosine tolerance for "the same orientation" between slices and for a slice normal along the stack.
 ORIENTATION_TOLERANCE = 1e-4
 #: Largest tolerated deviation of the slice stack from the slice normal, in degrees (gantry tilt).
@@ -262,11 +267,15 @@ def _assemble(folder: Path, uid: str, members: list, max_voxels: int | None) -> 
         raise DicomSeriesError(f"{folder}: series {uid} has one slice; a volume needs at least two")
 
     orient = [_vector(ds, "ImageOrientationPatient", 6, p) for p, ds in slices]
-    ref = orient[0]
-    for (p, _), o in zip(slices, orient, strict=True):
-        if np.abs(o - ref).max() > ORIENTATION_TOLERANCE:
-            raise DicomSeriesError(f"{p.name}: ImageOrientationPatient {o.tolist()} differs from "
-                                   f"{slices[0][0].name}'s {ref.tolist()}; the slices are not one stack")
+    # The orientation most slices share is the stack's; name a slice that differs from it.
+    agree = [sum(np.abs(o - other).max() <= ORIENTATION_TOLERANCE for other in orient) for o in orient]
+    ref = orient[int(np.argmax(agree))]
+    odd = [(p, o) for (p, _), o in zip(slices, orient, strict=True) if np.abs(o - ref).max() > ORIENTATION_TOLERANCE]
+    if odd:
+        p, o = odd[0]
+        raise DicomSeriesError(f"{p.name}: ImageOrientationPatient {o.tolist()} differs from the series' "
+                               f"{ref.tolist()} ({len(odd)} of {len(slices)} slices differ); the slices are not one "
+                               f"stack")
     for keyword in ("Rows", "Columns", "PixelSpacing"):
         values = {str(ds.get(keyword)) for _, ds in slices}
         if len(values) > 1:
@@ -343,6 +352,111 @@ def _assemble(folder: Path, uid: str, members: list, max_voxels: int | None) -> 
     headers = tuple(ds for _, ds in slices)
     return DicomSeries(array, affine, uid, str(first.get("SeriesDescription", "")),
                        tuple(p for p, _ in slices), headers, tuple(notes))
+
+
+def derived_uid(*keys: object) -> str:
+    """A UID derived from ``keys`` (the same on every call): for phantoms written reproducibly."""
+    _pydicom()
+    from pydicom.uid import generate_uid
+
+    return str(generate_uid(entropy_srcs=[str(k) for k in keys]))
+
+
+def write_ct_series(folder: str | Path, canon: np.ndarray, affine: np.ndarray, *, orientation=AXIAL,
+                    patient: Mapping[str, str] | None = None, uid_seed: str | None = None,
+                    study_uid: str | None = None, series_uid: str | None = None, description: str = "",
+                    modality: str = "CT", names: str = "uid", slope: float = 1.0, intercept: float = -1024.0,
+                    tilt_mm: float = 0.0) -> list[Path]:
+    """Write ``canon`` ((Z, Y, X) HU on an axis-aligned RAS ``affine``) as a classic CT series, one
+    uncompressed file per slice, whose slices are the planes of ``orientation`` (LPS row and column
+    cosines): the phantoms as a scanner would store them. Reading it back gives ``canon`` again.
+
+    ``patient``: Patient/Study attributes to set (PatientName, PatientID, ...; empty by default).
+    ``uid_seed``: derive every UID from it (the same files on every run); else random UIDs.
+    ``names``: "uid" (file names unrelated to slice order) or "index". ``tilt_mm`` shifts each slice
+    along the columns by that much per slice (a gantry tilt, for tests). Returns the files in slice
+    order.
+    """
+    _pydicom()
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+    from pydicom.uid import generate_uid as _generate_uid
+
+    def generate_uid(*key) -> str:
+        return _generate_uid(entropy_srcs=[uid_seed, *map(str, key)]) if uid_seed is not None else _generate_uid()
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    ras_to_lps = np.diag([-1.0, -1.0, 1.0])
+    rowcos = np.asarray(orientation[:3], dtype=np.float64)
+    colcos = np.asarray(orientation[3:], dtype=np.float64)
+    normal = np.cross(rowcos, colcos)
+    inv = np.linalg.inv(affine)
+    # Canonical voxel axes in LPS world, and the voxel size along each DICOM direction.
+    steps = {}
+    for name, d in (("col", rowcos), ("row", colcos), ("slice", normal)):
+        ras = ras_to_lps @ d  # LPS direction -> RAS direction (the same diagonal flip)
+        idx = inv[:3, :3] @ ras  # index step per mm along d, in (i, j, k)
+        axis = int(np.argmax(np.abs(idx)))
+        steps[name] = (axis, 1.0 / abs(idx[axis]), int(np.sign(idx[axis])))
+    shape_ijk = canon.shape[::-1]
+    n = {k: shape_ijk[a] for k, (a, _, _) in steps.items()}
+    # Voxel (0, 0, 0) of the series: the canonical corner where every DICOM index starts.
+    corner = np.array([0 if steps[k][2] > 0 else shape_ijk[steps[k][0]] - 1 for k in ("col", "row", "slice")])
+    start_ijk = np.zeros(3)
+    for k, c in zip(("col", "row", "slice"), corner, strict=True):
+        start_ijk[steps[k][0]] = c
+    start_lps = ras_to_lps @ (affine @ np.array([*start_ijk, 1.0]))[:3]
+    xyz = canon.transpose(2, 1, 0)
+    study_uid = study_uid or generate_uid("study")
+    series_uid = series_uid or generate_uid("series")
+    frame_uid = generate_uid("frame")
+    files = []
+    for s in range(n["slice"]):
+        sl = [slice(None)] * 3
+        sl[steps["slice"][0]] = corner[2] + steps["slice"][2] * s
+        plane = xyz[tuple(sl)]  # the two remaining axes, in i, j, k order
+        rest = [a for a in range(3) if a != steps["slice"][0]]
+        # Arrange as (row, col) with each index running the DICOM way.
+        order = [rest.index(steps["row"][0]), rest.index(steps["col"][0])]
+        plane = plane.transpose(order)
+        if steps["row"][2] < 0:
+            plane = plane[::-1]
+        if steps["col"][2] < 0:
+            plane = plane[:, ::-1]
+        stored = np.rint((plane - intercept) / slope).astype(np.uint16)
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = CTImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid("instance", s)
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        name = f"{meta.MediaStorageSOPInstanceUID}.dcm" if names == "uid" else f"slice_{s:04d}.dcm"
+        ds = FileDataset(str(folder / name), {}, file_meta=meta, preamble=b"\0" * 128)
+        ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+        ds.Modality = modality
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, frame_uid
+        ds.StudyDate, ds.StudyTime, ds.StudyID, ds.SeriesNumber = "20260101", "120000", "1", 3
+        ds.ReferringPhysicianName, ds.PatientSex = "", "O"
+        ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.AccessionNumber = "", "", "", ""
+        for k, v in (patient or {}).items():
+            setattr(ds, k, v)
+        ds.SeriesDescription = description
+        ds.Manufacturer = "s4c phantom"
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+        ds.InstanceNumber = int((s * 7919) % 1000) + 1  # deliberately not the slice order
+        pos = start_lps + s * steps["slice"][1] * normal + s * tilt_mm * colcos
+        ds.ImagePositionPatient = [f"{v:.6f}" for v in pos]
+        ds.ImageOrientationPatient = [f"{v:.6f}" for v in orientation]
+        ds.PixelSpacing = [f"{steps['row'][1]:.6f}", f"{steps['col'][1]:.6f}"]
+        ds.SliceThickness = f"{steps['slice'][1]:.6f}"
+        ds.Rows, ds.Columns = stored.shape
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = f"{slope:g}", f"{intercept:g}", "HU"
+        ds.KVP = "120"
+        ds.PixelData = np.ascontiguousarray(stored).tobytes()
+        ds.save_as(folder / name, enforce_file_format=True)
+        files.append(folder / name)
+    return files
 
 
 #: The segments of a label map, by label value: (label, description, category, type, anatomic region).
