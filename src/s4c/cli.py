@@ -8,6 +8,7 @@ import math
 import sys
 from pathlib import Path
 
+from s4c import contract
 from s4c.labels import DEFAULT_MODE, DEFAULT_STRIDE, MODES, ROI_MARGIN_MM
 
 
@@ -442,9 +443,9 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--model-repository", type=Path, default=Path("model_repository"),
                     help="the Triton model repository to serve (default: ./model_repository)")
     sv.add_argument("--models", type=Path, default=None, help="checkpoints to export if the repository is stale")
-    sv.add_argument("--grpc-port", type=_port, default=8001)
-    sv.add_argument("--http-port", type=_port, default=8000)
-    sv.add_argument("--metrics-port", type=_port, default=8002)
+    sv.add_argument("--grpc-port", type=_port, default=contract.GRPC_PORT)
+    sv.add_argument("--http-port", type=_port, default=contract.HTTP_PORT)
+    sv.add_argument("--metrics-port", type=_port, default=contract.METRICS_PORT)
     sv.add_argument("--address", default="127.0.0.1", help="listen address (default loopback only)")
     sv.add_argument("--form", choices=["tensorrt", "onnxruntime"], default=None,
                     help="segmenter form: configs/<form>.pbtxt (GPU server); default the CPU form")

@@ -47,6 +47,11 @@ DUAL_INPUTS = {
 }
 DUAL_LABELS = {"arterial": LABELS_ARTERIAL, "venous": LABELS_VENOUS}
 
+# Triton's default ports (s4c serve, the image, the Kubernetes and KServe manifests).
+HTTP_PORT = 8000  # HTTP/REST: health and model-ready endpoints (the probes)
+GRPC_PORT = 8001  # gRPC: inference
+METRICS_PORT = 8002  # Prometheus metrics (the autoscaler's queue time)
+
 # Triton model names.
 PIPELINE_MODEL = "s4c"
 DUAL_PHASE_MODEL = "s4c_dual_phase"

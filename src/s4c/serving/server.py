@@ -222,9 +222,9 @@ class ServerConfig:
     """How to run the server; the defaults are the secure local ones."""
 
     repository: Path
-    grpc_port: int = 8001
-    http_port: int = 8000
-    metrics_port: int = 8002
+    grpc_port: int = contract.GRPC_PORT
+    http_port: int = contract.HTTP_PORT
+    metrics_port: int = contract.METRICS_PORT
     address: str = "127.0.0.1"
     #: None: each model's config.pbtxt (CPU form); else configs/<name>.pbtxt where a model has one.
     config_name: str | None = None
