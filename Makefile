@@ -8,7 +8,7 @@ DEMO_OUT ?= demo_out
 # The server tests start the real tritonserver (from the nvidia-pytriton wheel) and are part of the default run.
 PYTEST_ARGS ?= -m "not slow and not gpu"
 
-.PHONY: venv demo serve repository test test-all lint bench reliability clean
+.PHONY: venv demo serve cluster repository test test-all lint bench reliability clean
 
 venv: $(STAMP)
 
@@ -30,8 +30,14 @@ repository: $(STAMP)
 serve: $(STAMP)
 	$(VENV)/bin/s4c serve --model-repository model_repository
 
+# N replicas behind nginx (a gRPC load balancer) on loopback; Ctrl-C stops them all.
+REPLICAS ?= 2
+PORT ?= 8001
+cluster: $(STAMP)
+	$(PY) deploy/local/cluster.py --model-repository model_repository --replicas $(REPLICAS) --port $(PORT)
+
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks client model_repository export
+	$(VENV)/bin/ruff check src tests benchmarks client model_repository export deploy
 
 test: $(STAMP) lint
 	$(PY) -m pytest $(PYTEST_ARGS)

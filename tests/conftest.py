@@ -17,6 +17,23 @@ settings.register_profile("dev", max_examples=200, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
+#: Debian packages of the test-only tools (.ci/run installs them).
+TOOL_PACKAGES = {"dciodvfy": "dicom3tools", "dcm2niix": "dcm2niix", "nginx": "nginx"}
+
+
+def need_tool(name: str) -> str:
+    """The path of a test-only tool from Debian: skip without it, but fail in CI (CI=true)."""
+    import shutil
+
+    path = shutil.which(name) or next((p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.access(p, os.X_OK)),
+                                      None)
+    if path is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{name} is missing in CI (.ci/run installs the Debian package {TOOL_PACKAGES[name]})")
+        pytest.skip(f"{name} not installed (apt-get install {TOOL_PACKAGES[name]})")
+    return path
+
+
 @pytest.fixture(scope="session")
 def real_ct_dir() -> Path:
     """The shared real CT folder; tests that need it skip cleanly when it is absent."""

@@ -7,7 +7,6 @@ names); the fault cases are fixtures written by tests/dicom_series.py.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from conftest import need_tool
 from dicom_series import AXIAL, CORONAL, FLIPPED, PHI, edit, write_series
 from s4c.dicom import DicomSeriesError, list_series, read_series, write_segmentation
 from s4c.io import is_dicom, load_canonical
@@ -26,16 +26,6 @@ pytest.importorskip("highdicom")
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_DICOM = REPO.parent / "shared" / "data" / "real-ct-dicom" / "example_ct_dicom"
-
-
-def need_tool(name: str) -> str:
-    """The path of a test-only tool from Debian (.ci/run installs it): skip without it, but fail in CI."""
-    path = shutil.which(name)
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{name} is missing in CI (.ci/run installs it)")
-        pytest.skip(f"{name} not installed (apt-get install {'dicom3tools' if name == 'dciodvfy' else name})")
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -223,6 +223,9 @@ def _cmd_infer(args: argparse.Namespace) -> int:
                             ("--venous-series", args.venous_series, "--venous"), ("--series", args.series, "--ct")):
         if uid and not getattr(args, scan.lstrip("-")):
             raise CommandError(f"{flag} picks a series of the DICOM folder given with {scan}; give {scan}")
+    urls = [u.strip() for given in (args.url or []) for u in given.split(",") if u.strip()]
+    if len(urls) > 1 and not args.manifest:
+        raise CommandError("several --url endpoints are for --manifest (one case goes to one server)")
     scans = None
     if not args.manifest:
         from s4c.serving.client import read_scans
@@ -241,11 +244,11 @@ def _cmd_infer(args: argparse.Namespace) -> int:
                 print(f"s4c infer: note: {phase}: {note}", file=sys.stderr)
     tls = None
     if args.tls or args.tls_ca or args.tls_cert or args.tls_key:
-        if args.url is None:
+        if not urls:
             raise CommandError("the TLS flags are for a running server: give its --url")
         tls = TlsConfig(args.tls_ca, args.tls_key, args.tls_cert)
     try:
-        if args.url is not None:
+        if urls:
             headers = {}
             if args.shared_memory:
                 from s4c.serving.server import grpc_admin_header
@@ -255,9 +258,13 @@ def _cmd_infer(args: argparse.Namespace) -> int:
                     raise CommandError("--shared-memory with --url needs the server's admin key (--admin-key-file, "
                                        "as given to s4c serve): registering shared memory is a restricted protocol")
                 headers = {grpc_admin_header(): key}
-            with InferenceClient(args.url, timeout_s=args.timeout, retries=args.retries, tls=tls, headers=headers,
-                                 shared_memory=args.shared_memory) as client:
-                return _infer_with(client, args, scans)
+            clients = [InferenceClient(u, timeout_s=args.timeout, retries=args.retries, tls=tls, headers=headers,
+                                       shared_memory=args.shared_memory) for u in urls]
+            try:
+                return _infer_with(clients, args, scans)
+            finally:
+                for c in clients:
+                    c.close()
         from s4c.serving.local import local_server
 
         # No server given: one of our own on free loopback ports, for this command only.
@@ -268,22 +275,22 @@ def _cmd_infer(args: argparse.Namespace) -> int:
             headers = {grpc_admin_header(): server.config.admin_key} if args.shared_memory else {}
             with InferenceClient(server.config.grpc_url, timeout_s=args.timeout, retries=args.retries,
                                  headers=headers, shared_memory=args.shared_memory) as client:
-                return _infer_with(client, args, scans)
+                return _infer_with([client], args, scans)
     except (ClientError, ServerError) as exc:
         raise CommandError(str(exc), 3) from exc
 
 
-def _infer_with(client, args: argparse.Namespace, scans: dict | None) -> int:
-    """``s4c infer``'s work once a client is connected (``scans``: the case's scans, read; None for
+def _infer_with(clients: list, args: argparse.Namespace, scans: dict | None) -> int:
+    """``s4c infer``'s work once the clients are connected (``scans``: the case's scans, read; None for
     --manifest)."""
     from s4c.serving.client import infer_case, infer_cohort
 
     if args.manifest:
-        rows = infer_cohort(client, args.manifest, args.out, concurrency=args.concurrency,
-                            progress=not args.no_progress)
+        rows = infer_cohort(clients, args.manifest, args.out, concurrency=args.concurrency,
+                            progress=not args.no_progress, resume=args.resume)
         _print_cohort(rows, args.out)
         return 0 if all(r["status"] == "ok" for r in rows) else 1
-    answer, written = infer_case(client, scans, args.out)
+    answer, written = infer_case(clients[0], scans, args.out)
     for phase, rep in answer.report["phases"].items():
         t = max(rep["tumors"], key=lambda c: c["voxels"]) if rep["tumors"] else None
         where = (f"; largest tumour {t['volume_ml']:.2f} mL at world (x, y, z) "
@@ -298,7 +305,9 @@ def _infer_with(client, args: argparse.Namespace, scans: dict | None) -> int:
 
 def _print_cohort(rows: list[dict], out: Path) -> None:
     ok = [r for r in rows if r["status"] == "ok"]
-    print(f"{len(ok)}/{len(rows)} cases answered; {sum(bool(r['abnormal']) for r in ok)} abnormal")
+    resumed = sum(bool(r.get("resumed")) for r in rows)
+    print(f"{len(ok)}/{len(rows)} cases answered; {sum(bool(r['abnormal']) for r in ok)} abnormal"
+          + (f"; {resumed} kept from an earlier run" if resumed else ""))
     for r in rows:
         print(f"  {r['case_id']:20s} {r['status']:5s} " + (f"abnormal={r['abnormal']}" if r["status"] == "ok"
                                                          else r["error"]))
@@ -462,8 +471,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     inf = sub.add_parser("infer", help="send scans to the server over gRPC and write the results (without "
                          "--url: start a local server for this command)")
-    inf.add_argument("--url", default=None, help="HOST:PORT of a running server's gRPC endpoint (default: start "
-                     "tritonserver on free loopback ports for this command and stop it afterwards)")
+    inf.add_argument("--url", action="append", default=None,
+                     help="HOST:PORT of a running server's gRPC endpoint (default: start tritonserver on free "
+                     "loopback ports for this command and stop it afterwards); --manifest takes several "
+                     "(repeated or comma-separated): cases go round robin, and to the next one while an "
+                     "endpoint is unavailable")
     inf.add_argument("--model-repository", type=Path, default=Path("model_repository"),
                      help="without --url: the repository the local server serves (default: ./model_repository)")
     inf.add_argument("--models", type=Path, default=None,
@@ -481,6 +493,8 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("--manifest", type=Path, help="cohort manifest.csv (case_id, arterial, venous columns: NIfTI "
                      "files or DICOM folders)")
     inf.add_argument("--concurrency", type=_positive_int, default=1, help="cases in flight (--manifest)")
+    inf.add_argument("--no-resume", dest="resume", action="store_false",
+                     help="--manifest: infer every case again (default: cases already written whole are kept)")
     inf.add_argument("--out", required=True, type=Path, help="folder for <phase>_labels.nii.gz, report.json, "
                      "overlay.png, and <phase>_seg.dcm for a DICOM input (--manifest: one folder per case and "
                      "summary.csv)")

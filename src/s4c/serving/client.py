@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -28,7 +30,12 @@ from s4c.serving.shm import SystemSharedMemory
 
 
 class ClientError(RuntimeError):
-    """The server could not be reached or answered with an error; the message says which."""
+    """The server could not be reached or answered with an error; the message says which.
+    ``unavailable``: the last answer was UNAVAILABLE (another endpoint may serve the call)."""
+
+    def __init__(self, message: str, *, unavailable: bool = False) -> None:
+        super().__init__(message)
+        self.unavailable = unavailable
 
 
 @dataclass(frozen=True)
@@ -87,6 +94,8 @@ class InferenceClient:
             kwargs = {"ssl": True, "root_certificates": _path(tls.root_cert), "private_key": _path(tls.private_key),
                       "certificate_chain": _path(tls.cert_chain)}
         self.client = grpcclient.InferenceServerClient(url, **kwargs)
+        #: Calls retried after an UNAVAILABLE answer, over this client's life.
+        self.retried = 0
 
     def close(self) -> None:
         self.client.close()
@@ -111,10 +120,11 @@ class InferenceClient:
                 status = str(exc.status() or "").removeprefix("StatusCode.")
                 if status == "UNAVAILABLE":
                     if attempt <= self.retries:
+                        self.retried += 1
                         time.sleep(delay)
                         delay *= 2
                         continue
-                    raise ClientError(self._unavailable(what, exc.message(), attempt)) from exc
+                    raise ClientError(self._unavailable(what, exc.message(), attempt), unavailable=True) from exc
                 if status == "DEADLINE_EXCEEDED":
                     raise ClientError(f"{what}: no answer from {self.url} within {self.timeout_s:g} s") from exc
                 raise ClientError(f"{what}: the S4C server answered {status or 'an error'}: {exc.message()}") from exc
@@ -214,40 +224,96 @@ def infer_case(client: InferenceClient, paths: Mapping[str, Path] | Mapping[str,
 
 SUMMARY_COLUMNS = ("case_id", "status", "abnormal", "arterial_abnormal", "venous_abnormal", "arterial_tumor_voxels",
                    "venous_tumor_voxels", "seconds", "error")
+SUMMARY_FILE = "summary.csv"
+#: A case being written: ``out/<PARTIAL_PREFIX><case_id>.<pid>``, renamed to ``out/<case_id>`` when whole.
+PARTIAL_PREFIX = ".partial-"
 
 
-def infer_cohort(client: InferenceClient, manifest: str | Path, out: str | Path, *, concurrency: int = 1,
-                 progress: bool = True) -> list[dict]:
-    """Every case of a cohort manifest through the dual-phase model, ``concurrency`` at a time.
+def _summary_row(case_id: str, report: Mapping) -> dict:
+    row = dict.fromkeys(SUMMARY_COLUMNS, "")
+    row.update(case_id=case_id, status="ok", abnormal=bool(report["abnormal"]),
+               seconds=report.get("client_seconds", ""))
+    for p in PHASES:
+        rep = report["phases"][p]
+        row[f"{p}_abnormal"], row[f"{p}_tumor_voxels"] = bool(rep["abnormal"]), rep["tumor_voxels"]
+    return row
 
-    Writes ``out/<case_id>/`` per case and ``out/summary.csv``; a failed case is a row with its error,
-    not the end of the run. Returns the summary rows.
+
+def completed_case(folder: Path) -> dict | None:
+    """The report of a case folder written whole by :func:`infer_cohort` (every phase's labels and the
+    report present and readable), else None."""
+    from s4c.outputs import REPORT_FILE, labels_file
+
+    try:
+        report = json.loads((folder / REPORT_FILE).read_text())
+        if all((folder / labels_file(p)).is_file() for p in PHASES) and set(report["phases"]) >= set(PHASES):
+            return report
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
+def infer_with_failover(clients: Sequence[InferenceClient], first: int, fn: Callable[[InferenceClient], object]):
+    """``fn(client)`` on ``clients[first]``; when that endpoint stays UNAVAILABLE after its retries, on
+    the next one, round the list. Any other error is raised at once."""
+    for k in range(len(clients)):
+        try:
+            return fn(clients[(first + k) % len(clients)])
+        except ClientError as exc:
+            if not exc.unavailable or k == len(clients) - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def infer_cohort(clients: InferenceClient | Sequence[InferenceClient], manifest: str | Path, out: str | Path, *,
+                 concurrency: int = 1, progress: bool = True, resume: bool = True) -> list[dict]:
+    """Every case of a cohort manifest through the dual-phase model, ``concurrency`` at a time, round
+    robin over ``clients`` (several endpoints, or one load balancer) with fail-over on UNAVAILABLE.
+
+    Each case is written into a temporary folder and renamed to ``out/<case_id>/`` once whole, so a
+    killed run leaves no half case under its real name. With ``resume``, cases whose folder is whole
+    are not sent again (their summary row is read back from their report) and leftover partial
+    folders are removed and redone. Writes ``out/summary.csv`` (also atomically); a failed case is a
+    row with its error, not the end of the run. Returns the summary rows; a row of a case taken from an
+    earlier run has ``resumed`` True (not a summary column).
     """
+    clients = [clients] if isinstance(clients, InferenceClient) else list(clients)
+    if not clients:
+        raise ValueError("infer_cohort needs at least one client")
     manifest = Path(manifest)
     root = manifest.parent if manifest.is_file() else manifest
     entries = read_manifest(manifest)
     out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(f"{PARTIAL_PREFIX}*"):
+        shutil.rmtree(stale, ignore_errors=True)
 
-    def one(entry) -> dict:
+    def one(index: int, entry) -> dict:
+        final = out / entry.case_id
+        if resume and (report := completed_case(final)) is not None:
+            return {**_summary_row(entry.case_id, report), "resumed": True}
         row = dict.fromkeys(SUMMARY_COLUMNS, "")
         row["case_id"] = entry.case_id
+        partial = out / f"{PARTIAL_PREFIX}{entry.case_id}.{os.getpid()}"
         try:
-            answer, _ = infer_case(client, {p: entry.path(root, p) for p in PHASES}, out / entry.case_id)
+            scans = read_scans({p: entry.path(root, p) for p in PHASES})
+            answer, _ = infer_with_failover(clients, index, lambda c: infer_case(c, scans, partial))
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(partial, final)
         except (ScanError, ClientError, ValueError) as exc:
+            shutil.rmtree(partial, ignore_errors=True)
             row.update(status="error", error=str(exc))
             return row
-        row.update(status="ok", abnormal=answer.abnormal, seconds=round(answer.seconds, 3))
-        for p in PHASES:
-            rep = answer.report["phases"][p]
-            row[f"{p}_abnormal"], row[f"{p}_tumor_voxels"] = rep["abnormal"], rep["tumor_voxels"]
-        return row
+        return {**_summary_row(entry.case_id, {**answer.report, "client_seconds": round(answer.seconds, 3)}),
+                "resumed": False}
 
     rows = []
     bar = None
     if progress:
         bar = tqdm(total=len(entries), desc="cases", unit="case")
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        for future in as_completed([pool.submit(one, e) for e in entries]):
+        for future in as_completed([pool.submit(one, i, e) for i, e in enumerate(entries)]):
             rows.append(future.result())
             if bar is not None:
                 bar.update(1)
@@ -255,9 +321,10 @@ def infer_cohort(client: InferenceClient, manifest: str | Path, out: str | Path,
         bar.close()
     order = {e.case_id: i for i, e in enumerate(entries)}
     rows.sort(key=lambda r: order[r["case_id"]])
-    out.mkdir(parents=True, exist_ok=True)
-    with (out / "summary.csv").open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=SUMMARY_COLUMNS)
+    tmp = out / f"{PARTIAL_PREFIX}{SUMMARY_FILE}.{os.getpid()}"
+    with tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=SUMMARY_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
+    os.replace(tmp, out / SUMMARY_FILE)
     return rows
