@@ -123,6 +123,16 @@ def _cmd_classify(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    if args.nproc > 1:
+        import os
+        import subprocess
+
+        # Data parallel: torchrun starts --nproc copies of this command (without --nproc) on this host.
+        argv = [a for a in _train_argv(args.argv) if a]
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}",
+               "-m", "s4c.training", *argv]
+        print(" ".join(cmd), file=sys.stderr)
+        return subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": str(args.threads or 1)}).returncode
     from s4c.training.train import config_from_preset, train
 
     cfg = config_from_preset(
@@ -137,6 +147,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
     path = train(cfg, progress=not args.no_progress)
     print(f"model written to {path}")
     return 0
+
+
+def _train_argv(argv: list[str]) -> list[str]:
+    """``s4c train``'s arguments without ``--nproc K`` (each rank is one process)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            out.append(a)
+    return out
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -378,7 +401,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--init", type=Path, default=None,
                     help="warm start from this checkpoint's weights (same --width); a resumed run ignores it")
     tr.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
-    tr.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for torch")
+    tr.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for torch (per process)")
+    tr.add_argument("--nproc", type=_positive_int, default=1,
+                    help="data-parallel processes on this host (torchrun; gloo on CPU, NCCL on CUDA); --batch-size "
+                         "is the global batch, split over them")
     tr.add_argument("--no-progress", action="store_true")
     tr.set_defaults(func=_cmd_train)
 
@@ -528,7 +554,9 @@ def main(argv: list[str] | None = None) -> int:
 
     disable_numpy_hugepage_madvise()
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv[argv.index(args.command) + 1:]  # the subcommand's own arguments
     try:
         return int(args.func(args) or 0)
     except CommandError as exc:

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from s4c import contract
 from s4c.data.cohort import read_manifest
 from s4c.labels import PHASES
-from s4c.outputs import write_results
+from s4c.outputs import REPORT_FILE, labels_file, write_results
 from s4c.serving.scans import Scan, ScanError, read_scan
 from s4c.serving.shm import SystemSharedMemory
 
@@ -242,8 +242,6 @@ def _summary_row(case_id: str, report: Mapping) -> dict:
 def completed_case(folder: Path) -> dict | None:
     """The report of a case folder written whole by :func:`infer_cohort` (every phase's labels and the
     report present and readable), else None."""
-    from s4c.outputs import REPORT_FILE, labels_file
-
     try:
         report = json.loads((folder / REPORT_FILE).read_text())
         if all((folder / labels_file(p)).is_file() for p in PHASES) and set(report["phases"]) >= set(PHASES):

@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -162,11 +165,79 @@ def poly_lr(base: float, iteration: int, total: int, power: float) -> float:
     return base * (1.0 - iteration / total) ** power
 
 
+#: Set to a folder: every rank writes its parameters there after each step (``rank<r>_<step>.pt``), to
+#: check a data-parallel run.
+TRACE_ENV = "S4C_TRAIN_TRACE"
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in a data-parallel run (torchrun's RANK, WORLD_SIZE, LOCAL_RANK)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the one that writes checkpoints, logs and plots."""
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls) -> Distributed:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        return cls(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def rank_rng(seed: int, dist: Distributed) -> np.random.Generator:
+    """The patch sampler's stream of a rank: its own for every rank of a data-parallel run, the plain
+    ``seed`` stream for a single process (as before data parallelism, so old runs resume alike)."""
+    return np.random.default_rng(seed if dist.world == 1 else [seed, dist.rank])
+
+
+def draw_batch(cfg: TrainConfig, rng: np.random.Generator, cases: list, lesion_cases: list, normal_cases: list,
+               n: int, norm: Normalization) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` augmented training patches, normalised ((n, 1, 64, 64, 64) float32), and their labels
+    ((n, 64, 64, 64) int64), drawn from ``rng``."""
+    p = PATCH_SIZE
+    x = np.empty((n, 1, p, p, p), np.float32)
+    y = np.empty((n, p, p, p), np.int64)
+    for b in range(n):
+        case, kind = _draw_case(cfg, rng, cases, lesion_cases, normal_cases)
+        img, lab, _ = sample_patch(case, rng, norm.hu_min, sampling=cfg.sampling, kind=kind,
+                                   roi_margin_mm=cfg.roi_margin_mm, roi_jitter_mm=cfg.roi_jitter_mm)
+        if cfg.augment:
+            img, lab = augment(img, lab, rng)
+        norm.apply(img, out=x[b, 0])
+        y[b] = lab
+    return x, y
+
+
 def train(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None] = print) -> Path:
-    """Train one phase model; returns the path of ``model.pt``. Resumes when ``state.pt`` exists."""
+    """Train one phase model; returns the path of ``model.pt``. Resumes when ``state.pt`` exists.
+
+    Under torchrun (WORLD_SIZE > 1) the run is data parallel (DistributedDataParallel; gloo on CPU,
+    NCCL on CUDA): ``batch_size`` is the global batch, split evenly over the ranks; each rank draws its
+    patches from its own stream (:func:`rank_rng`); gradients are averaged, so every rank holds the
+    same weights after each step; BatchNorm statistics are each rank's own (as DDP does without
+    SyncBatchNorm). Only rank 0 writes; ``state.pt`` holds every rank's stream, and a resumed run with
+    the same number of ranks resumes each. SIGTERM or SIGINT ends the run after the current step with a
+    checkpoint (all ranks agree on the step).
+    """
     import torch  # the torch extra: the rest of the package imports without it
+    import torch.distributed as tdist
 
     from s4c.network import S4CNet  # imports torch
+
+    dist = Distributed.from_env()
+    if cfg.batch_size % dist.world:
+        raise ValueError(f"batch_size {cfg.batch_size} (the global batch) must split evenly over {dist.world} ranks")
+    local_batch = cfg.batch_size // dist.world
+    if dist.world > 1 and not tdist.is_initialized():
+        use_cuda = (cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
+        tdist.init_process_group("nccl" if use_cuda else "gloo")
+    if not dist.main:
+        progress, log = False, (lambda _msg: None)
 
     out = Path(cfg.out)
     spacing = tuple(cfg.spacing) if cfg.spacing is not None else first_spacing(cfg.data, cfg.phase)
@@ -181,12 +252,15 @@ def train(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None]
     relabelled = [c.case_id for c in cases if c.relabelled]
     if relabelled:
         log(f"{cfg.phase}: {len(relabelled)} tumour(s) invisible in this phase relabelled as gland")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+    if dist.main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps({**asdict(cfg), "ranks": dist.world}, indent=2) + "\n")
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and dist.world > 1:
+        device = torch.device("cuda", dist.local_rank)
     torch.manual_seed(cfg.seed)
     norm = Normalization()
     # NDHWC lets oneDNN/cuDNN pick their fast 3-D convolution kernels (1.7x per step measured on CPU).
@@ -196,7 +270,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None]
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     else:
         opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    rng = np.random.default_rng(cfg.seed)
+    rng = rank_rng(cfg.seed, dist)
     if cfg.init is not None:
         init_model, init_spec = load_checkpoint(cfg.init)
         if (init_spec.width, init_spec.num_classes) != (cfg.width, num_classes):
@@ -208,9 +282,13 @@ def train(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None]
     state_path = out / "state.pt"
     if state_path.exists():
         state = torch.load(state_path, map_location=device, weights_only=False)
+        ranks = int(state.get("ranks", 1))
+        if ranks != dist.world:
+            raise ValueError(f"{state_path} is a run of {ranks} process(es); resume it with the same number "
+                             f"(--nproc {ranks}), not {dist.world}")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
-        rng.bit_generator.state = state["rng"]
+        rng.bit_generator.state = state["rank_rngs"][dist.rank] if "rank_rngs" in state else state["rng"]
         torch.set_rng_state(state["torch_rng"])
         start = int(state["iteration"])
         log(f"resuming {cfg.phase} from iteration {start}")
@@ -220,58 +298,79 @@ def train(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None]
                              "relabelled_faint_tumors": relabelled},
                      git_revision=git_revision(), role=cfg.role)
 
-    log_path = out / "train_log.csv"
-    new_log = not log_path.exists() or start == 0
-    log_fh = log_path.open("w" if new_log else "a", newline="")
-    writer = csv.writer(log_fh)
-    if new_log:
-        writer.writerow(["iteration", "loss", "lr", "seconds"])
-    bar = None
-    if progress:
-        bar = tqdm(total=cfg.iterations, initial=start, desc=f"train {cfg.phase}", unit="it")
+    if dist.world > 1:
+        ddp_kw = {"device_ids": [device.index]} if device.type == "cuda" else {}
+        net = torch.nn.parallel.DistributedDataParallel(model, **ddp_kw)
+    else:
+        net = model
+    writer = log_fh = bar = None
+    if dist.main:
+        log_path = out / "train_log.csv"
+        new_log = not log_path.exists() or start == 0
+        log_fh = log_path.open("w" if new_log else "a", newline="")
+        writer = csv.writer(log_fh)
+        if new_log:
+            writer.writerow(["iteration", "loss", "lr", "seconds"])
+        if progress:
+            bar = tqdm(total=cfg.iterations, initial=start, desc=f"train {cfg.phase}", unit="it")
+    trace = os.environ.get(TRACE_ENV)
+    stop = {"signal": 0}
+    previous = {}
+    if threading.current_thread() is threading.main_thread():  # Python delivers signals to it only
+        previous = {sig: signal.signal(sig, lambda num, _frame: stop.update(signal=num))
+                    for sig in (signal.SIGTERM, signal.SIGINT)}
     model.train()
     t_start = time.perf_counter()
-    p = PATCH_SIZE
-    x = np.empty((cfg.batch_size, 1, p, p, p), np.float32)
-    y = np.empty((cfg.batch_size, p, p, p), np.int64)
     try:
         for it in range(start, cfg.iterations):
             lr = poly_lr(cfg.lr, it, cfg.iterations, cfg.lr_power)
             for g in opt.param_groups:
                 g["lr"] = lr
-            for b in range(cfg.batch_size):
-                case, kind = _draw_case(cfg, rng, cases, lesion_cases, normal_cases)
-                img, lab, _ = sample_patch(case, rng, norm.hu_min, sampling=cfg.sampling, kind=kind,
-                                           roi_margin_mm=cfg.roi_margin_mm, roi_jitter_mm=cfg.roi_jitter_mm)
-                if cfg.augment:
-                    img, lab = augment(img, lab, rng)
-                norm.apply(img, out=x[b, 0])
-                y[b] = lab
+            x, y = draw_batch(cfg, rng, cases, lesion_cases, normal_cases, local_batch, norm)
             opt.zero_grad(set_to_none=True)
             inputs = torch.from_numpy(x).to(device).contiguous(memory_format=fmt)
-            loss = training_loss(model(inputs), torch.from_numpy(y).to(device), cfg.loss,
+            loss = training_loss(net(inputs), torch.from_numpy(y).to(device), cfg.loss,
                                  class_weights=cfg.class_weights)
-            loss.backward()
+            loss.backward()  # DDP averages the gradients over the ranks here
             opt.step()
-            value = float(loss.detach())
-            writer.writerow([it + 1, f"{value:.5f}", f"{lr:.6g}", f"{time.perf_counter() - t_start:.1f}"])
+            flags = torch.tensor([float(loss.detach()), float(stop["signal"] != 0)], device=device)
+            if dist.world > 1:
+                tdist.all_reduce(flags)  # the mean loss, and whether any rank was asked to stop
+                flags[0] /= dist.world
+            value, stopping = float(flags[0]), bool(flags[1] > 0)
+            if trace:
+                Path(trace).mkdir(parents=True, exist_ok=True)
+                torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()},
+                           Path(trace) / f"rank{dist.rank}_{it + 1:06d}.pt")
+            if writer is not None:
+                writer.writerow([it + 1, f"{value:.5f}", f"{lr:.6g}", f"{time.perf_counter() - t_start:.1f}"])
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.2e}")
             snapshot = bool(cfg.snapshot_every) and (it + 1) % cfg.snapshot_every == 0
-            if (it + 1) % cfg.checkpoint_every == 0 or it + 1 == cfg.iterations or snapshot:
-                log_fh.flush()
-                _save(out, model, opt, rng, it + 1, spec)
-            if snapshot:
+            if (it + 1) % cfg.checkpoint_every == 0 or it + 1 == cfg.iterations or snapshot or stopping:
+                if log_fh is not None:
+                    log_fh.flush()
+                _save(out, model, opt, rng, it + 1, spec, dist)
+            if snapshot and dist.main:
                 (out / "snapshots").mkdir(exist_ok=True)
                 (out / "snapshots" / f"model_{it + 1:06d}.pt").write_bytes((out / "model.pt").read_bytes())
+            if stopping:
+                log(f"stopped by a signal after iteration {it + 1}; resume with the same command")
+                break
     finally:
-        log_fh.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if log_fh is not None:
+            log_fh.close()
         if bar is not None:
             bar.close()
     if start >= cfg.iterations:
-        _save(out, model, opt, rng, start, spec)
-    _plot(out, cfg.phase)
+        _save(out, model, opt, rng, start, spec, dist)
+    if dist.main:
+        _plot(out, cfg.phase)
+    if dist.world > 1:
+        tdist.barrier()  # rank 0's files are complete before any rank returns
     model.eval()
     return out / "model.pt"
 
@@ -287,13 +386,24 @@ def first_spacing(data: str | Path, phase: str) -> tuple[float, float, float]:
     return tuple(round(v, 4) for v in load_canonical(entries[0].path(root, phase)).spacing)
 
 
-def _save(out: Path, model, opt, rng, iteration: int, spec: ModelSpec) -> None:
+def _save(out: Path, model, opt, rng, iteration: int, spec: ModelSpec, dist: Distributed = Distributed()) -> None:
+    """Rank 0 writes ``state.pt`` (with every rank's sampler stream) and ``model.pt``; every rank of a
+    data-parallel run calls this at the same step."""
     import torch  # the torch extra
 
+    rank_rngs = [rng.bit_generator.state]
+    if dist.world > 1:
+        import torch.distributed as tdist
+
+        rank_rngs = [None] * dist.world
+        tdist.all_gather_object(rank_rngs, rng.bit_generator.state)
+    if not dist.main:
+        return
     # Write then rename, so an interrupted save never leaves a truncated state behind.
     tmp = out / "state.pt.tmp"
     torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "rng": rng.bit_generator.state,
-                "torch_rng": torch.get_rng_state(), "iteration": iteration}, tmp)
+                "rank_rngs": rank_rngs, "ranks": dist.world, "torch_rng": torch.get_rng_state(),
+                "iteration": iteration}, tmp)
     tmp.replace(out / "state.pt")
     cfg = dict(spec.config, iterations_done=iteration)
     was_training = model.training
