@@ -249,6 +249,15 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     urls = [u.strip() for given in (args.url or []) for u in given.split(",") if u.strip()]
     if len(urls) > 1 and not args.manifest:
         raise CommandError("several --url endpoints are for --manifest (one case goes to one server)")
+    headers = {}
+    if urls and args.shared_memory:
+        from s4c.serving.server import grpc_admin_header
+
+        key = args.admin_key_file.read_text().strip() if args.admin_key_file else ""
+        if not key:
+            raise CommandError("--shared-memory with --url needs the server's admin key (--admin-key-file, "
+                               "as given to s4c serve): registering shared memory is a restricted protocol")
+        headers = {grpc_admin_header(): key}
     scans = None
     if not args.manifest:
         from s4c.serving.client import read_scans
@@ -272,15 +281,6 @@ def _cmd_infer(args: argparse.Namespace) -> int:
         tls = TlsConfig(args.tls_ca, args.tls_key, args.tls_cert)
     try:
         if urls:
-            headers = {}
-            if args.shared_memory:
-                from s4c.serving.server import grpc_admin_header
-
-                key = args.admin_key_file.read_text().strip() if args.admin_key_file else ""
-                if not key:
-                    raise CommandError("--shared-memory with --url needs the server's admin key (--admin-key-file, "
-                                       "as given to s4c serve): registering shared memory is a restricted protocol")
-                headers = {grpc_admin_header(): key}
             clients = [InferenceClient(u, timeout_s=args.timeout, retries=args.retries, tls=tls, headers=headers,
                                        shared_memory=args.shared_memory) for u in urls]
             try:
