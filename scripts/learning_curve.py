@@ -7,7 +7,10 @@ with `s4c evaluate`'s code on a validation cohort in roi mode, with one locator.
 Either of --arterial / --venous may be a checkpoint file instead of a run folder: it is held fixed.
 
 Writes DIR/curve.json and DIR/curve.md: per snapshot iteration, per phase, pancreas DSC, tumour DSC,
-sensitivity and specificity, and the fused sensitivity and specificity.
+sensitivity and specificity, and the fused sensitivity and specificity. The phases are decided
+independently, so DIR/pairs.md also lists the fused figures of every arterial snapshot with every
+venous one (from the evaluations' cases.json), and of each with --baseline's phases (an `s4c
+evaluate` folder of the models in use), best fused sensitivity + specificity first.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ def main() -> None:
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--every", type=int, default=1, help="evaluate every k-th common snapshot")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--baseline", type=Path, default=None,
+                    help="an s4c evaluate folder (cases.json) of the models in use, on the same cohort")
     args = ap.parse_args()
     a, v = snapshots(args.arterial), snapshots(args.venous)
     runs = [r for r in (a, v) if isinstance(r, dict)]
@@ -75,6 +80,32 @@ def main() -> None:
         lines.append(f"| {it} | fused | | | {f['sensitivity']:.3f} | {f['specificity']:.3f} | |")
     (args.out / "curve.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    pairs = pair_table({f"{it}": args.out / f"eval_{it}" / "cases.json" for it in sorted(curve, key=int)},
+                       args.baseline / "cases.json" if args.baseline else None)
+    (args.out / "pairs.md").write_text(pairs)
+    print(pairs)
+
+
+def pair_table(evals: dict[str, Path], baseline: Path | None) -> str:
+    """Fused sensitivity and specificity of every (arterial, venous) choice, best sum first."""
+    preds = {}
+    for name, path in [*evals.items(), *([("baseline", baseline)] if baseline else [])]:
+        rows = json.loads(path.read_text())
+        preds[name] = {p: {r["case_id"]: int(r[p]["abnormal_pred"]) for r in rows} for p in ("arterial", "venous")}
+        truth = {r["case_id"]: int(r["abnormal"]) for r in rows}
+    out = []
+    for a in preds:
+        for v in preds:
+            fused = {c: preds[a]["arterial"][c] or preds[v]["venous"][c] for c in truth}
+            pos = [c for c in truth if truth[c]]
+            neg = [c for c in truth if not truth[c]]
+            sens = sum(fused[c] for c in pos) / len(pos)
+            spec = sum(1 - fused[c] for c in neg) / len(neg)
+            out.append((sens + spec, a, v, sens, spec))
+    out.sort(key=lambda t: -t[0])
+    lines = ["| arterial | venous | fused sensitivity | fused specificity |", "|---|---|---|---|"]
+    lines += [f"| {a} | {v} | {sens:.3f} | {spec:.3f} |" for _, a, v, sens, spec in out]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
