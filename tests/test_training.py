@@ -163,7 +163,9 @@ def test_presets_and_overrides():
     assert roi.iterations == 7 and roi.sampling == "roi" and roi.optimizer == "adamw" and roi.relabel_invisible
     loc = config_from_preset("locator", data="d", out="o")
     assert loc.role == "locator" and loc.phase == "any" and tuple(loc.spacing) == (5.0, 5.0, 5.0)
-    assert set(PRESETS) == {"paper", "roi", "locator"}
+    assert set(PRESETS) == {"paper", "roi", "locator", "classifier"}
+    clf = config_from_preset("classifier", data="d", phase="venous", out="o", init="seg.pt")
+    assert (clf.role, clf.batch_size, clf.lr, clf.iterations, clf.optimizer) == ("classifier", 1, 1e-3, 20_000, "sgd")
     with pytest.raises(ValueError, match="phase"):
         config_from_preset("roi", data="d", out="o")
     with pytest.raises(ValueError, match="preset"):

@@ -11,12 +11,12 @@ import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from s4c.labels import ANY_PHASE, NUM_CLASSES, PHASES
+from s4c.labels import ANY_PHASE, ARCHITECTURES, NUM_CLASSES, PHASES
 from s4c.preprocessing import Normalization
 from s4c.validation import check_spacing
 
 CHECKPOINT_FORMAT = 1
-ROLES = ("segmenter", "locator")
+ROLES = ("segmenter", "locator", "classifier")
 
 
 @dataclass(frozen=True)
@@ -24,8 +24,11 @@ class ModelSpec:
     """What a trained segmenter is: architecture, phase, working grid and intensity normalisation.
 
     ``spacing`` is the working (Z, Y, X) spacing in mm, or None to run on the input grid as is.
-    ``role`` is ``"segmenter"`` (the S4C network, four classes, one phase) or ``"locator"`` (stage 1 of
-    ``roi`` mode: pancreas set vs background at a coarse spacing; phase ``"any"`` when trained on both).
+    ``role`` is ``"segmenter"`` (four classes, one phase), ``"locator"`` (stage 1 of ``roi`` mode:
+    pancreas set vs background at a coarse spacing; phase ``"any"`` when trained on both) or
+    ``"classifier"`` (the paper's section 2.3 network on a frozen S4C segmenter of ``width``: two
+    classes, one phase). ``architecture`` is the segmenter network (:data:`s4c.network.ARCHITECTURES`):
+    the paper's ``s4c`` or a baseline, ``unet3d`` or ``vnet``.
     """
 
     width: int
@@ -37,10 +40,15 @@ class ModelSpec:
     git_revision: str = "unknown"
     trained: bool = True
     role: str = "segmenter"
+    architecture: str = "s4c"
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
             raise ValueError(f"role must be one of {ROLES}, got {self.role!r}")
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
+        if self.role != "segmenter" and self.architecture != "s4c":
+            raise ValueError(f"a {self.role} is an S4C network, not {self.architecture!r}")
         phases = (*PHASES, ANY_PHASE) if self.role == "locator" else PHASES
         if self.phase not in phases:
             raise ValueError(f"phase of a {self.role} must be one of {phases}, got {self.phase!r}")
@@ -96,7 +104,7 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu"):
     """Load ``(model, spec)`` from ``path``; the model is in eval mode on ``map_location``."""
     import torch
 
-    from s4c.network import S4CNet
+    from s4c.network import PoolThreeClassifier, S4CNet, build_network
 
     path = Path(path)
     try:
@@ -108,7 +116,27 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu"):
     if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path.name}: not an s4c checkpoint of format {CHECKPOINT_FORMAT}")
     spec = ModelSpec.from_dict(blob["spec"])
-    model = S4CNet(num_classes=spec.num_classes, width=spec.width)
+    if spec.role == "classifier":
+        model = PoolThreeClassifier(S4CNet(width=spec.width))
+    else:
+        model = build_network(spec.architecture, num_classes=spec.num_classes, width=spec.width)
     model.load_state_dict(blob["state_dict"])
     model.eval()
     return model, spec
+
+
+def classifier_segmenter(path: str | Path, out: str | Path) -> Path:
+    """Write the frozen S4C segmenter inside a ``classifier`` checkpoint ``path`` to ``out`` as a
+    segmenter checkpoint (to export and run it like any other); returns ``out``."""
+    model, spec = load_checkpoint(path)
+    if spec.role != "classifier":
+        raise ValueError(f"{Path(path).name} is a {spec.role}, not a classifier")
+    return save_checkpoint(out, model.segmenter, ModelSpec.from_dict(spec.config["segmenter_spec"]))
+
+
+def checkpoint_role(path: str | Path) -> str:
+    """The ``role`` a checkpoint's spec states, without building its network."""
+    import torch
+
+    blob = torch.load(Path(path), map_location="cpu", weights_only=True)
+    return ModelSpec.from_dict(blob["spec"]).role

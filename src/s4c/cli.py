@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from s4c import contract
-from s4c.labels import DEFAULT_MODE, DEFAULT_STRIDE, MODES, ROI_MARGIN_MM
+from s4c.labels import ARCHITECTURES, COMPARE_METHODS, DEFAULT_MODE, DEFAULT_STRIDE, MODES, ROI_MARGIN_MM
 
 
 class CommandError(Exception):
@@ -143,8 +143,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
         class_weights=tuple(args.class_weights) if args.class_weights else None,
         init=str(args.init) if args.init else None, snapshot_every=args.snapshot_every,
         roi_margin_mm=args.roi_margin, roi_jitter_mm=args.roi_jitter, lesion_fraction=args.lesion_fraction,
-        normal_fraction=args.normal_fraction)
-    path = train(cfg, progress=not args.no_progress)
+        normal_fraction=args.normal_fraction, architecture=args.architecture)
+    if cfg.role == "classifier":
+        from s4c.training.classifier import train_classifier
+
+        path = train_classifier(cfg, progress=not args.no_progress)
+    else:
+        path = train(cfg, progress=not args.no_progress)
     print(f"model written to {path}")
     return 0
 
@@ -185,6 +190,27 @@ def _cmd_cv(args: argparse.Namespace) -> int:
                             mode=args.mode, preset=args.preset, roi_margin_mm=args.roi_margin,
                             locator_kwargs=locator, **overrides)
     _print_summary(report, args.out)
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from s4c.training.compare import compare, parse_methods, parse_widths
+
+    try:
+        methods = parse_methods(args.methods)
+        widths = parse_widths(args.widths)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    result = compare(args.data, args.out, methods=methods, test=args.test, folds=args.folds, preset=args.preset,
+                     iterations=args.iterations, batch_size=args.batch_size, width=args.width, widths=widths,
+                     classifier_iterations=args.classifier_iterations, locator=args.locator,
+                     locator_iterations=args.locator_iterations, seed=args.seed, mode=args.mode, stride=args.stride,
+                     batch_size_inference=args.inference_batch_size, threads=args.threads,
+                     roi_margin_mm=args.roi_margin, progress=not args.no_progress)
+    for m, r in result["methods"].items():
+        f = r["fused"]
+        print(f"{m:10s} fused sensitivity {f['sensitivity']:.3f} specificity {f['specificity']:.3f}")
+    print(f"tables in {args.out / 'report.md'}")
     return 0
 
 
@@ -371,9 +397,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("train", help="train one model from a named recipe (default: the paper's)")
     tr.add_argument("--data", required=True, type=Path, help="cohort folder with manifest.csv")
-    tr.add_argument("--preset", choices=["paper", "roi", "locator"], default="paper",
+    tr.add_argument("--preset", choices=["paper", "roi", "locator", "classifier"], default="paper",
                     help="paper: the paper's whole-volume recipe; roi: the default models' ROI segmenter; "
-                    "locator: stage 1 of roi mode, both phases (flags below override the preset)")
+                    "locator: stage 1 of roi mode, both phases; classifier: the paper's section 2.3 network on "
+                    "the frozen S4C segmenter given as --init (flags below override the preset)")
+    tr.add_argument("--architecture", choices=list(ARCHITECTURES), default=None,
+                    help="segmenter network: s4c (the paper's, default), or the baselines unet3d (MONAI BasicUNet) "
+                         "and vnet (MONAI V-Net)")
     tr.add_argument("--phase", choices=["arterial", "venous", "any"], default=None,
                     help="the segmenter's phase (required except for --preset locator, which is 'any')")
     tr.add_argument("--out", required=True, type=Path, help="run folder (resumes if it holds state.pt)")
@@ -399,7 +429,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--class-weights", type=_weight, nargs=4, default=None, metavar=("BG", "PANC", "TUM", "DUCT"),
                     help="per-class cross-entropy weights (default: none, as in the paper)")
     tr.add_argument("--init", type=Path, default=None,
-                    help="warm start from this checkpoint's weights (same --width); a resumed run ignores it")
+                    help="warm start from this checkpoint's weights (same --width); a resumed run ignores it. "
+                         "--preset classifier: the frozen S4C segmenter of the phase")
     tr.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     tr.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for torch (per process)")
     tr.add_argument("--nproc", type=_positive_int, default=1,
@@ -446,6 +477,38 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--threads", type=_positive_int, default=None)
     cv.add_argument("--no-progress", action="store_true")
     cv.set_defaults(func=_cmd_cv)
+
+    co = sub.add_parser("compare", help="the paper's comparison: S4C, 3D U-Net, V-Net and the classification "
+                        "network trained alike and evaluated on the same cases (Tables 1 and 2)")
+    co.add_argument("--data", required=True, type=Path, help="training cohort (manifest.csv)")
+    co.add_argument("--out", required=True, type=Path,
+                    help="folder: train/ (run folders, resumed), eval/, report.md, report.json, roc.png")
+    co.add_argument("--methods", default=",".join(COMPARE_METHODS),
+                    help=f"comma-separated subset of {','.join(COMPARE_METHODS)} (default: all)")
+    protocol = co.add_mutually_exclusive_group(required=True)
+    protocol.add_argument("--test", type=Path, default=None, help="held-out cohort every method is evaluated on")
+    protocol.add_argument("--folds", type=_positive_int, default=None,
+                          help="k-fold cross-validation on --data instead (the paper: 4)")
+    co.add_argument("--preset", choices=["roi", "paper"], default="roi", help="the segmenters' recipe")
+    co.add_argument("--iterations", type=_positive_int, default=None, help="segmenters (default: the preset's)")
+    co.add_argument("--batch-size", type=_positive_int, default=None, help="segmenters' training batch")
+    co.add_argument("--width", type=_positive_int, default=None, help="segmenters' base channels")
+    co.add_argument("--widths", default=None, metavar="NET=W,...",
+                    help="base channels of single segmenters, e.g. vnet=4 (V-Net's 5^3 kernels cost more per width)")
+    co.add_argument("--classifier-iterations", type=_positive_int, default=None,
+                    help="classifier (default: the paper's 20,000)")
+    co.add_argument("--locator", type=Path, default=None, help="stage-1 checkpoint shared by every method "
+                    "(default: the embedded locator)")
+    co.add_argument("--locator-iterations", type=_positive_int, default=None,
+                    help="train a locator per fold (or on --data) instead")
+    co.add_argument("--mode", choices=list(MODES), default=DEFAULT_MODE)
+    co.add_argument("--roi-margin", type=_mm, default=ROI_MARGIN_MM)
+    co.add_argument("--seed", type=int, default=0)
+    co.add_argument("--stride", type=_positive_int, default=DEFAULT_STRIDE)
+    co.add_argument("--inference-batch-size", type=_positive_int, default=8)
+    co.add_argument("--threads", type=_positive_int, default=None)
+    co.add_argument("--no-progress", action="store_true")
+    co.set_defaults(func=_cmd_compare)
 
     ex = sub.add_parser("export", help="export a segmenter: onnx, trt (FP16 engine) or repository")
     exs = ex.add_subparsers(dest="target", required=True)

@@ -24,6 +24,11 @@ KEEP_RATIO = 0.2
 KEEP_DISTANCE = 27.0
 
 PHASES = ("arterial", "venous")
+#: Segmenter networks a checkpoint can name: the paper's S4C network and its baselines, 3D U-Net [3]
+#: and V-Net [6] (:mod:`s4c.network`).
+ARCHITECTURES = ("s4c", "unet3d", "vnet")
+#: Methods of ``s4c compare``: the segmenters, and the classification network of the paper's section 2.3.
+COMPARE_METHODS = (*ARCHITECTURES, "classifier")
 
 # Coarse-to-fine ("roi" mode): a locator segments the pancreas set at a coarse spacing over the whole
 # volume; the segmenter then runs only inside the box of its largest component plus a margin.

@@ -36,9 +36,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from s4c.labels import NUM_CLASSES, PATCH_SIZE
+from s4c.labels import ARCHITECTURES, NUM_CLASSES, PATCH_SIZE
 
-__all__ = ["NetworkConfig", "S4CNet", "count_parameters", "flops_per_patch"]
+__all__ = ["ARCHITECTURES", "NetworkConfig", "PoolThreeClassifier", "S4CNet", "UNet3D", "VNet", "build_network",
+           "count_parameters", "flops_per_patch"]
 
 #: Total downsampling factor: spatial extents of the input must be divisible by this.
 DOWNSAMPLE = 8
@@ -145,6 +146,13 @@ class S4CNet(nn.Module):
             return main
         return main, self.aux1(d3), self.aux2(d2)
 
+    def pool3_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The encoder's Pool3 output ``(N, 4w, Z/8, Y/8, X/8)`` (128 channels at the paper's width), the
+        input of the classification network of the paper's section 2.3."""
+        e1 = self.conv1b(self.conv1a(x))
+        e2 = self.conv2b(self.conv2a(self.pool1(e1)))
+        return self.pool3(self.conv3b(self.conv3a(self.pool2(e2))))
+
 
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
     """Number of scalar parameters of ``model`` (only those with ``requires_grad`` by default).
@@ -207,3 +215,123 @@ class NetworkConfig:
     def build(self) -> S4CNet:
         """A new :class:`S4CNet` with these settings (training mode, random initialisation)."""
         return S4CNet(in_channels=self.in_channels, num_classes=self.num_classes, width=self.width)
+
+
+#: Total downsampling factor of each architecture: a patch's extents must be divisible by it.
+ARCHITECTURE_DOWNSAMPLE = {"s4c": DOWNSAMPLE, "unet3d": 16, "vnet": 16}
+
+
+class UNet3D(nn.Module):
+    """The 3D U-Net baseline [3]: MONAI's ``BasicUNet`` (``monai.networks.nets.BasicUNet``), 3-D.
+
+    Feature widths ``(w, 2w, 4w, 8w, 16w, w)``, BatchNorm and ReLU as in Cicek et al. 2016, transposed
+    convolutions up, concatenated skips. Differences from [3]: four poolings instead of three (so
+    extents divisible by 16), two 3^3 convolutions per level at one width (not w then 2w), zero
+    padding (so the output has the input's size), and a smaller width on these CPUs. Input
+    ``(N, 1, Z, Y, X)``, logits ``(N, num_classes, Z, Y, X)`` in both modes (no deep supervision).
+    """
+
+    def __init__(self, in_channels: int = 1, num_classes: int = NUM_CLASSES, width: int = 8) -> None:
+        super().__init__()
+        from monai.networks.nets import BasicUNet  # heavy; only the baselines need it
+
+        w = _check_positive_int(width, "width")
+        self.num_classes, self.width = num_classes, w
+        self.net = BasicUNet(spatial_dims=3, in_channels=in_channels, out_channels=num_classes,
+                             features=(w, 2 * w, 4 * w, 8 * w, 16 * w, w), act=("relu", {"inplace": True}),
+                             norm=("batch", {}), upsample="deconv")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class VNet(nn.Module):
+    """The V-Net baseline [6]: MONAI's V-Net (``monai.networks.nets.VNet``) built from its own blocks
+    with the base width ``w`` as a parameter (MONAI fixes it at 16, the paper's; ``width=16`` gives
+    MONAI's ``VNet`` layer for layer).
+
+    As [6]: 5^3 convolutions, residual stages of 1, 2, 3, 3, 3 convolutions, strided 2^3 convolutions
+    down, transposed up, concatenated skips, PReLU replaced by ELU (MONAI's default), dropout 0.5 in
+    the deep stages. Differences from [6]: BatchNorm after every convolution (MONAI's), stage depths
+    1, 2, 3, 2 down and 2, 2, 1, 1 up (MONAI's), a softmax over the classes instead of [6]'s two-class
+    Dice output, and a smaller width on these CPUs. Extents divisible by 16. Input ``(N, 1, Z, Y, X)``,
+    logits ``(N, num_classes, Z, Y, X)`` in both modes.
+    """
+
+    def __init__(self, in_channels: int = 1, num_classes: int = NUM_CLASSES, width: int = 4) -> None:
+        super().__init__()
+        from monai.networks.nets.vnet import DownTransition, InputTransition, OutputTransition, UpTransition
+
+        w = _check_positive_int(width, "width")
+        self.num_classes, self.width = num_classes, w
+        act = ("elu", {"inplace": True})
+        # The attribute names are MONAI VNet's, so a width-16 state dict loads into either.
+        self.in_tr = InputTransition(3, in_channels, w, act)
+        self.down_tr32 = DownTransition(3, w, 1, act)
+        self.down_tr64 = DownTransition(3, 2 * w, 2, act)
+        self.down_tr128 = DownTransition(3, 4 * w, 3, act, dropout_prob=0.5)
+        self.down_tr256 = DownTransition(3, 8 * w, 2, act, dropout_prob=0.5)
+        self.up_tr256 = UpTransition(3, 16 * w, 16 * w, 2, act, dropout_prob=(0.5, 0.5))
+        self.up_tr128 = UpTransition(3, 16 * w, 8 * w, 2, act, dropout_prob=(0.5, 0.5))
+        self.up_tr64 = UpTransition(3, 8 * w, 4 * w, 1, act)
+        self.up_tr32 = UpTransition(3, 4 * w, 2 * w, 1, act)
+        self.out_tr = OutputTransition(3, 2 * w, num_classes, act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out16 = self.in_tr(x)
+        out32 = self.down_tr32(out16)
+        out64 = self.down_tr64(out32)
+        out128 = self.down_tr128(out64)
+        out256 = self.down_tr256(out128)
+        x = self.up_tr256(out256, out128)
+        x = self.up_tr128(x, out64)
+        x = self.up_tr64(x, out32)
+        x = self.up_tr32(x, out16)
+        return self.out_tr(x)
+
+
+def build_network(architecture: str = "s4c", *, num_classes: int = NUM_CLASSES, width: int = 32,
+                  in_channels: int = 1) -> nn.Module:
+    """A freshly initialised segmenter of ``architecture`` (:data:`ARCHITECTURES`)."""
+    nets = {"s4c": S4CNet, "unet3d": UNet3D, "vnet": VNet}
+    if architecture not in nets:
+        raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
+    return nets[architecture](in_channels=in_channels, num_classes=num_classes, width=width)
+
+
+class PoolThreeClassifier(nn.Module):
+    """The classification network of the paper's section 2.3 (Fig. 2) on a frozen S4C segmenter.
+
+    The segmenter's Pool3 features ``(N, 4w, Z/8, Y/8, X/8)`` of a pancreas region of any size pass
+    two 3^3 convolutions at 4w and one at 8w with stride 2, each followed by GroupNorm and ReLU, then a
+    global average pool and a linear layer to two logits (normal, abnormal). Fig. 2's exact layer
+    list is not in the text; this follows its description (convolutions, GroupNorm after each, a
+    binary output). The segmenter is frozen: eval mode always, no gradients.
+
+    ``forward(x)``: ``x`` normalised CT ``(N, 1, Z, Y, X)``, extents divisible by 8; logits ``(N, 2)``.
+    """
+
+    def __init__(self, segmenter: S4CNet) -> None:
+        super().__init__()
+        self.segmenter = segmenter
+        for p in self.segmenter.parameters():
+            p.requires_grad_(False)
+        c = 4 * segmenter.width
+
+        def block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+            return nn.Sequential(nn.Conv3d(cin, cout, 3, stride=stride, padding=1, bias=False),
+                                 nn.GroupNorm(min(8, cout), cout), nn.ReLU(inplace=True))
+
+        self.head = nn.Sequential(block(c, c), block(c, c), block(c, 2 * c, stride=2))
+        self.fc = nn.Linear(2 * c, 2)
+
+    def train(self, mode: bool = True) -> PoolThreeClassifier:
+        super().train(mode)
+        self.segmenter.eval()  # frozen: its BatchNorm keeps the segmentation statistics
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            f = self.segmenter.pool3_features(x)
+        h = self.head(f)
+        return self.fc(h.mean(dim=(2, 3, 4)))

@@ -181,3 +181,39 @@ def plot_curve(xs: Sequence[float], ys: Sequence[float], path: str | Path, *, ti
     path = Path(path)
     img.save(path)
     return path
+
+
+#: Line colours of :func:`plot_rocs`, one per curve in order.
+ROC_COLOURS = ((30, 90, 220), (220, 60, 40), (40, 160, 70), (150, 60, 190), (230, 150, 20), (90, 90, 90))
+
+
+def plot_rocs(curves: dict[str, tuple[Sequence[float], Sequence[float]]], path: str | Path, *,
+              title: str = "ROC", size: tuple[int, int] = (520, 520)) -> Path:
+    """Several ROC curves in one PNG: ``curves`` maps a legend label to (false-positive rates, true-positive
+    rates); x is 1 - specificity, y sensitivity, both 0 to 1, with the chance diagonal."""
+    w, h = size
+    img = Image.new("RGB", size, "white")
+    d = ImageDraw.Draw(img)
+    left, right, top, bottom = 45, 15, 25, 40
+    d.rectangle([left, top, w - right, h - bottom], outline=(0, 0, 0))
+    d.text((left, 5), title, fill=(0, 0, 0))
+
+    def pts(xx, yy):
+        px = left + np.asarray(xx, float) * (w - left - right)
+        py = h - bottom - np.asarray(yy, float) * (h - top - bottom)
+        return list(zip(px.tolist(), py.tolist(), strict=True))
+
+    d.line(pts([0, 1], [0, 1]), fill=(200, 200, 200), width=1)
+    for i, (label, (fpr, tpr)) in enumerate(curves.items()):
+        colour = ROC_COLOURS[i % len(ROC_COLOURS)]
+        xy = pts([0.0, *fpr, 1.0], [0.0, *tpr, 1.0])
+        d.line(xy, fill=colour, width=2)
+        d.text((left + 8, top + 8 + 14 * i), label, fill=colour)
+    d.text((5, top), "1", fill=(0, 0, 0))
+    d.text((5, h - bottom - 10), "0", fill=(0, 0, 0))
+    d.text((left, h - bottom + 5), "0", fill=(0, 0, 0))
+    d.text((w - right - 10, h - bottom + 5), "1", fill=(0, 0, 0))
+    d.text((left + 60, h - bottom + 20), "x: 1 - specificity, y: sensitivity", fill=(0, 0, 0))
+    path = Path(path)
+    img.save(path)
+    return path

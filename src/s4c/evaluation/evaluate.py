@@ -19,10 +19,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from s4c.checkpoint import checkpoint_role, classifier_segmenter
 from s4c.data.cohort import CaseEntry, read_manifest
 from s4c.data.phantom import PHANTOM_JSON
 from s4c.evaluation.metrics import DetectionStats, detection_stats, dsc, mean_dsc
 from s4c.evaluation.tables import Table1Row, Table2Row, render_table1, render_table2
+from s4c.inference.classifier import ClassifierPredictor
 from s4c.inference.pipeline import RoiSettings, run_phase
 from s4c.inference.predictor import OnnxPredictor
 from s4c.inference.roi import box_fraction
@@ -44,12 +46,16 @@ CASES_DIR = "cases"
 
 def evaluate_case(root: Path, entry: CaseEntry, predictors: Predictors, *, stride: int = 20,
                   batch_size: int = 8, mode: str = "full", locator: tuple | None = None,
-                  roi: RoiSettings | None = None, write_to: Path | None = None) -> dict:
+                  roi: RoiSettings | None = None, write_to: Path | None = None,
+                  classifiers: Mapping[str, ClassifierPredictor] | None = None) -> dict:
     """Run both phases of one case and score them against its labels.
 
     In ``roi`` mode each phase row also has ``locator_recall``: the fraction of the reference
     pancreas-set voxels inside the ROI (1.0 after a fall-back to the whole volume). ``write_to``: also
     write the case's results there, as every path does (:func:`s4c.outputs.write_results`).
+    ``classifiers``: a phase with one is decided by its classifier (section 2.3) on the segmentation's
+    pancreas region instead of the voxel-count rule; the row keeps the rule's call as
+    ``segmenter_abnormal_pred`` and adds ``classifier_probability``.
     """
     out: dict = {"case_id": entry.case_id, "abnormal": entry.abnormal}
     written: dict = {}
@@ -67,7 +73,12 @@ def evaluate_case(root: Path, entry: CaseEntry, predictors: Predictors, *, strid
                         locator=locator, roi=roi or RoiSettings())
         d = res.decision
         row = {"abnormal_pred": int(d.abnormal), "tumor_voxels": d.tumor_voxels, "duct_voxels": d.duct_voxels,
-               "seconds": time.perf_counter() - t, **res.roi_report()}
+               **res.roi_report()}
+        if classifiers and phase in classifiers:
+            c = classifiers[phase](vol.array, vol.spacing, d.labels)
+            row.update(segmenter_abnormal_pred=row["abnormal_pred"], abnormal_pred=int(c.abnormal),
+                       classifier_probability=c.probability, classifier_roi_fallback=c.roi_fallback)
+        row["seconds"] = time.perf_counter() - t
         if lab is not None:
             ref = as_label_volume(lab.array, name)
             row["dsc_pancreas"] = dsc(d.labels > 0, ref > 0)
@@ -123,6 +134,19 @@ def roc(scores: Sequence[float], truth: Sequence[int]) -> tuple[list[float], lis
     return fpr, tpr, auc
 
 
+def case_scores(cases: Sequence[dict], *, min_duct_voxels: int = MIN_DUCT_VOXELS) -> tuple[list[float], str]:
+    """Each case's fused score for an ROC, and what it is. Classifier rows: the larger phase
+    probability. Segmenter rows: the larger kept tumour-voxel count, with the duct rule fixed (a case
+    the duct rule calls abnormal scores above every threshold, finite, so the curve starts at 0, 0)."""
+    if all("classifier_probability" in c[p] for c in cases for p in PHASES):
+        return [max(c[p]["classifier_probability"] for p in PHASES) for c in cases], \
+            "max classifier probability over phases"
+    duct_score = float(np.finfo(np.float64).max)
+    return [duct_score if any(c[p]["duct_voxels"] >= min_duct_voxels for p in PHASES)
+            else max(c[p]["tumor_voxels"] for p in PHASES) for c in cases], \
+        "max kept tumour voxels over phases (duct rule fixed)"
+
+
 def summarize(cases: Sequence[dict], *, min_duct_voxels: int = MIN_DUCT_VOXELS) -> dict:
     """The report: objects ``arterial``, ``venous`` and ``fused`` plus the ROC of the fused rule."""
     if not cases:
@@ -132,12 +156,10 @@ def summarize(cases: Sequence[dict], *, min_duct_voxels: int = MIN_DUCT_VOXELS) 
     report["fused"] = detection_stats(truth, [c["fused_pred"] for c in cases]).to_dict()
     # ROC: the fused rule with the tumour threshold swept and the duct rule fixed. A case the duct
     # rule calls abnormal gets a score above every threshold (finite, so the curve starts at 0, 0).
-    duct_score = float(np.finfo(np.float64).max)
-    scores = [duct_score if any(c[p]["duct_voxels"] >= min_duct_voxels for p in PHASES)
-              else max(c[p]["tumor_voxels"] for p in PHASES) for c in cases]
+    scores, what = case_scores(cases, min_duct_voxels=min_duct_voxels)
     fpr, tpr, auc = roc(scores, truth)
     report["fused"]["roc_auc"] = auc
-    report["roc"] = {"fpr": fpr, "tpr": tpr, "score": "max kept tumour voxels over phases (duct rule fixed)"}
+    report["roc"] = {"fpr": fpr, "tpr": tpr, "score": what}
     report["thresholds"] = {"min_tumor_voxels": MIN_TUMOR_VOXELS, "min_duct_voxels": min_duct_voxels}
     return report
 
@@ -176,8 +198,8 @@ def write_reports(out: str | Path, cases: Sequence[dict], extra: dict | None = N
     report = summarize(cases)
     if extra:
         report.update(extra)
-    (out / "report.json").write_text(json.dumps(_strict(report), indent=2, allow_nan=False) + "\n")
-    (out / "cases.json").write_text(json.dumps(_strict(list(cases)), indent=2, allow_nan=False) + "\n")
+    (out / "report.json").write_text(json.dumps(plain_json(report), indent=2, allow_nan=False) + "\n")
+    (out / "cases.json").write_text(json.dumps(plain_json(list(cases)), indent=2, allow_nan=False) + "\n")
     (out / "report.md").write_text(render_report_md(report))
     plot_curve(report["roc"]["fpr"], report["roc"]["tpr"], out / "roc.png", smooth=1,
                title=f"ROC, fused, tumour-voxel threshold swept: AUC {report['fused']['roc_auc']:.3f} "
@@ -185,12 +207,12 @@ def write_reports(out: str | Path, cases: Sequence[dict], extra: dict | None = N
     return report
 
 
-def _strict(x):
+def plain_json(x):
     """Plain JSON: numpy scalars to Python, NaN/Inf (undefined DSCs, CIs of empty groups) to null."""
     if isinstance(x, dict):
-        return {k: _strict(v) for k, v in x.items()}
+        return {k: plain_json(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_strict(v) for v in x]
+        return [plain_json(v) for v in x]
     if isinstance(x, (np.integer, np.bool_)):
         return x.item()
     if isinstance(x, (float, np.floating)):
@@ -211,6 +233,7 @@ def evaluate(data: str | Path, out: str | Path, *, models: str | Path | None = N
     if not entries:
         raise ValueError(f"{root / 'manifest.csv'} lists no cases")
     ckpts = {phase: checkpoint_path(phase, models) for phase in PHASES}
+    ckpts, classifiers = split_classifiers(ckpts, Path(out) / "onnx")
     if mode == "roi":
         ckpts[LOCATOR] = locator_path(models)
     predictors = onnx_predictors(ckpts, Path(out) / "onnx", threads=threads)
@@ -218,7 +241,7 @@ def evaluate(data: str | Path, out: str | Path, *, models: str | Path | None = N
     roi = RoiSettings(margin_mm=roi_margin_mm)
     t = time.perf_counter()
     cases = run_cases(root, entries, predictors, stride, batch_size, progress, mode=mode, locator=locator, roi=roi,
-                      write_to=Path(out) / CASES_DIR if write_cases else None)
+                      write_to=Path(out) / CASES_DIR if write_cases else None, classifiers=classifiers)
     seconds = time.perf_counter() - t
     visibility = phantom_tumor_visibility(root)
     for c in cases:
@@ -237,6 +260,18 @@ def phantom_tumor_visibility(root: str | Path) -> dict[str, dict[str, bool]]:
     if not path.exists():
         return {}
     return {c["case_id"]: dict(c["tumor"]["visible"]) for c in json.loads(path.read_text())["cases"] if c.get("tumor")}
+
+
+def split_classifiers(checkpoints: Mapping[str, Path], workdir: Path) -> tuple[dict, dict]:
+    """({phase: segmenter checkpoint}, {phase: ClassifierPredictor}): a phase whose checkpoint is a
+    classifier runs the frozen segmenter inside it (written to ``workdir``) and is decided by the
+    classifier."""
+    segmenters, classifiers = dict(checkpoints), {}
+    for phase, ckpt in checkpoints.items():
+        if Path(ckpt).exists() and checkpoint_role(ckpt) == "classifier":
+            segmenters[phase] = classifier_segmenter(ckpt, Path(workdir) / f"{phase}_classifier_segmenter.pt")
+            classifiers[phase] = ClassifierPredictor.from_checkpoint(ckpt, device="cpu")
+    return segmenters, classifiers
 
 
 def onnx_predictors(checkpoints: Mapping[str, Path], workdir: Path, *, threads: int | None = None) -> dict:

@@ -97,3 +97,26 @@ def detection_stats(truth: Sequence[bool | int], predicted: Sequence[bool | int]
         n_abnormal=int((t == 1).sum()), n_normal=int((t == 0).sum()),
         misses=int(((t == 1) & (p == 0)).sum()), wrong_calls=int(((t == 0) & (p == 1)).sum()),
     )
+
+
+def paired_discordance(truth: Sequence[int], a: Sequence[int], b: Sequence[int]) -> tuple[int, int]:
+    """(cases method ``a`` decides correctly and ``b`` wrongly, cases ``b`` correctly and ``a`` wrongly),
+    from the per-case reference ``truth`` and the two methods' decisions on the same cases."""
+    if not len(truth) == len(a) == len(b):
+        raise ValueError(f"need one decision per case from each method: {len(truth)}, {len(a)}, {len(b)}")
+    right_a = [bool(x) == bool(t) for x, t in zip(a, truth, strict=True)]
+    right_b = [bool(x) == bool(t) for x, t in zip(b, truth, strict=True)]
+    return (sum(ra and not rb for ra, rb in zip(right_a, right_b, strict=True)),
+            sum(rb and not ra for ra, rb in zip(right_a, right_b, strict=True)))
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value of ``b`` and ``c`` discordant pairs: twice the smaller binomial
+    tail of Binomial(b + c, 1/2), capped at 1; 1.0 when there is no discordant pair."""
+    if b < 0 or c < 0:
+        raise ValueError(f"discordant counts must be >= 0, got {b}, {c}")
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(b, c) + 1)) / 2.0**n
+    return min(1.0, 2.0 * tail)

@@ -68,6 +68,9 @@ def export_onnx(checkpoint: str | Path, out: str | Path, *, probabilities: bool 
     import torch  # export extra
 
     model, spec = load_checkpoint(checkpoint)
+    if spec.role == "classifier":
+        raise ValueError(f"{Path(checkpoint).name} is a classifier (section 2.3), not a patch model: it has no "
+                         f"segmenter contract to export")
     outputs = [contract.SEG_LABELS]
     if probabilities:
         outputs.append(contract.SEG_PROBABILITIES)

@@ -10,6 +10,11 @@
   phase relabelled as gland for that phase's model. MODEL_CARD.md states every deviation.
 * ``locator``: stage 1, the pancreas set against background at 5 mm over the whole volume, one model
   for both phases.
+* ``classifier``: the paper's section 2.3 comparison network on a frozen S4C segmenter (``init``),
+  trained by :func:`s4c.training.classifier.train_classifier`.
+
+``architecture`` swaps the segmenter network for a baseline (3D U-Net or V-Net) under any segmenter
+preset.
 
 A run folder holds ``model.pt`` (inference checkpoint), ``state.pt`` (resumable training state),
 ``train_log.csv`` and ``loss.png``. Re-running with the same folder resumes from ``state.pt``.
@@ -33,7 +38,7 @@ from tqdm import tqdm
 from s4c.checkpoint import ROLES, ModelSpec, git_revision, load_checkpoint, save_checkpoint
 from s4c.data.cohort import read_manifest
 from s4c.io import load_canonical
-from s4c.labels import ANY_PHASE, LOCATOR_SPACING, NUM_CLASSES, PATCH_SIZE, PHASES, TRAIN_ROI_MARGIN_MM
+from s4c.labels import ANY_PHASE, ARCHITECTURES, LOCATOR_SPACING, NUM_CLASSES, PATCH_SIZE, PHASES, TRAIN_ROI_MARGIN_MM
 from s4c.preprocessing import Normalization
 from s4c.training.data import SAMPLINGS, augment, load_cohort, sample_patch
 from s4c.training.loss import DEEP_SUPERVISION_WEIGHTS, LOSSES, training_loss
@@ -50,6 +55,11 @@ PRESETS: dict[str, dict] = {
     "locator": {"role": "locator", "phase": ANY_PHASE, "sampling": "locator", "loss": "ce+dice",
                 "optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-4, "batch_size": 2, "width": 8,
                 "iterations": 800, "spacing": LOCATOR_SPACING, "augment": False},
+    # Section 2.3 and 3.1: batch 1, base learning rate 0.001, poly 0.9, 20,000 iterations, SGD with the
+    # segmenters' momentum and weight decay, on a frozen segmenter (init).
+    "classifier": {"role": "classifier", "lr": 1e-3, "batch_size": 1, "iterations": 20_000, "optimizer": "sgd",
+                   "momentum": 0.9, "weight_decay": 5e-4, "roi_margin_mm": TRAIN_ROI_MARGIN_MM,
+                   "roi_jitter_mm": 8.0},
 }
 
 
@@ -99,6 +109,9 @@ class TrainConfig:
     normal_fraction: float | None = None
     #: Keep a copy of model.pt every this many iterations in snapshots/ (learning curves); 0: none.
     snapshot_every: int = 0
+    #: The segmenter network (:data:`s4c.labels.ARCHITECTURES`): the paper's S4C or a baseline. The
+    #: baselines have no deep-supervision heads: their loss is the main output's.
+    architecture: str = "s4c"
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -110,6 +123,12 @@ class TrainConfig:
                               ("optimizer", OPTIMIZERS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
+        if self.role != "segmenter" and self.architecture != "s4c":
+            raise ValueError(f"the {self.role} is an S4C network, not {self.architecture!r}")
+        if self.role == "classifier" and self.init is None:
+            raise ValueError("the classifier trains on a frozen S4C segmenter: give its checkpoint as init (--init)")
         if not isinstance(self.snapshot_every, int) or self.snapshot_every < 0:
             raise ValueError(f"snapshot_every must be an integer >= 0, got {self.snapshot_every!r}")
         if self.lesion_fraction is not None and (self.sampling != "roi" or not 0 <= self.lesion_fraction <= 1):
@@ -227,8 +246,10 @@ def train(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None]
     import torch  # the torch extra: the rest of the package imports without it
     import torch.distributed as tdist
 
-    from s4c.network import S4CNet  # imports torch
+    from s4c.network import build_network  # imports torch
 
+    if cfg.role == "classifier":
+        raise ValueError("a classifier trains with s4c.training.classifier.train_classifier")
     dist = Distributed.from_env()
     if cfg.batch_size % dist.world:
         raise ValueError(f"batch_size {cfg.batch_size} (the global batch) must split evenly over {dist.world} ranks")
@@ -265,7 +286,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None]
     norm = Normalization()
     # NDHWC lets oneDNN/cuDNN pick their fast 3-D convolution kernels (1.7x per step measured on CPU).
     fmt = torch.channels_last_3d
-    model = S4CNet(num_classes=num_classes, width=cfg.width).to(device, memory_format=fmt)
+    model = build_network(cfg.architecture, num_classes=num_classes, width=cfg.width).to(device, memory_format=fmt)
     if cfg.optimizer == "adamw":
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     else:
@@ -273,9 +294,11 @@ def train(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None]
     rng = rank_rng(cfg.seed, dist)
     if cfg.init is not None:
         init_model, init_spec = load_checkpoint(cfg.init)
-        if (init_spec.width, init_spec.num_classes) != (cfg.width, num_classes):
-            raise ValueError(f"--init checkpoint has width {init_spec.width} and {init_spec.num_classes} classes, "
-                             f"this run has width {cfg.width} and {num_classes}")
+        if (init_spec.architecture, init_spec.width, init_spec.num_classes) != (cfg.architecture, cfg.width,
+                                                                                num_classes):
+            raise ValueError(f"--init checkpoint is {init_spec.architecture} of width {init_spec.width} with "
+                             f"{init_spec.num_classes} classes, this run {cfg.architecture} of width {cfg.width} "
+                             f"with {num_classes}")
         model.load_state_dict(init_model.state_dict())
         log(f"initialised {cfg.phase} from {cfg.init}")
     start = 0
@@ -296,7 +319,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None]
                      config={**asdict(cfg), "sampling_mix": SAMPLINGS[cfg.sampling],
                              "loss_weights": DEEP_SUPERVISION_WEIGHTS, "cases": sorted({c.case_id for c in cases}),
                              "relabelled_faint_tumors": relabelled},
-                     git_revision=git_revision(), role=cfg.role)
+                     git_revision=git_revision(), role=cfg.role, architecture=cfg.architecture)
 
     if dist.world > 1:
         ddp_kw = {"device_ids": [device.index]} if device.type == "cuda" else {}
