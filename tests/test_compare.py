@@ -247,7 +247,7 @@ def _segmenter(tiny: Path, tmp: Path, arch: str = "s4c") -> Path:
 
 def test_a_baseline_trains_under_the_roi_preset(tiny, tmp_path):
     path = _segmenter(tiny, tmp_path, "unet3d")
-    model, spec = load_checkpoint(path)
+    _, spec = load_checkpoint(path)
     assert spec.architecture == "unet3d" and spec.config["architecture"] == "unet3d"
     with pytest.raises(ValueError, match="unet3d of width 2"):
         train(config_from_preset("roi", data=str(tiny), phase="arterial", out=str(tmp_path / "x"), iterations=1,
