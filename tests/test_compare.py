@@ -351,3 +351,43 @@ def test_compare_end_to_end(tiny, tmp_path, protocol):
                  "--width", "2", "--classifier-iterations", "2", "--threads", "1", "--no-progress")
     assert again.returncode == 0, again.stderr[-3000:]
     assert (out / "report.md").read_text() == md
+
+
+@pytest.mark.server
+def test_baselines_serve_in_place_of_the_s4c_network(tmp_path):
+    """A 3D U-Net (arterial) and a V-Net (venous) exported into the repository in place of the S4C
+    segmenters: the real server answers with the in-process pipeline's labels over the same graphs."""
+    import shutil
+
+    from s4c.inference.pipeline import run_phase
+    from s4c.io import load_canonical
+    from s4c.models import locator_path
+
+    models = tmp_path / "models"
+    torch.manual_seed(3)
+    for phase, arch in (("arterial", "unet3d"), ("venous", "vnet")):
+        save_checkpoint(models / f"default_{phase}.pt", build_network(arch, width=2).eval(),
+                        ModelSpec(width=2, phase=phase, spacing=(2.5, 2.5, 2.5), architecture=arch))
+    shutil.copyfile(locator_path(), models / "default_locator.pt")
+    repo = tmp_path / "model_repository"
+    shutil.copytree(REPO / "model_repository", repo,
+                    ignore=shutil.ignore_patterns("*.onnx", "*.plan", "segmenters.json", "__pycache__"))
+    case = tmp_path / "case"
+    write_cohort(case, n_normal=0, n_abnormal=1, seed=73, shape=(48, 64, 64), spacing=(2.5, 2.5, 2.5))
+    scans = {p: case / "cases" / "case_0000" / f"{p}.nii.gz" for p in PHASES}
+    out = tmp_path / "out"
+    res = subprocess.run([sys.executable, "-m", "s4c.cli", "infer", "--model-repository", str(repo), "--models",
+                          str(models), "--arterial", str(scans["arterial"]), "--venous", str(scans["venous"]),
+                          "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    segmenters = json.loads((repo / "s4c" / "1" / "segmenters.json").read_text())
+    assert "unet3d" in json.dumps(segmenters) and "vnet" in json.dumps(segmenters)
+    locator = OnnxPredictor(repo / "locator" / "1" / "model.onnx", threads=1)
+    for phase in PHASES:
+        vol = load_canonical(scans[phase])
+        pred = OnnxPredictor(repo / f"segmenter_{phase}" / "1" / "model.onnx", threads=1)
+        assert pred.spec.architecture == ("unet3d" if phase == "arterial" else "vnet")
+        lib = run_phase(vol.array, vol.spacing, pred, pred.spec, mode="roi", locator=(locator, locator.spec))
+        served = load_canonical(out / f"{phase}_labels.nii.gz").array
+        assert served.shape == lib.decision.labels.shape and np.array_equal(served, lib.decision.labels)
+        assert len(np.unique(lib.raw_labels)) > 1  # the untrained networks still label something
