@@ -146,16 +146,25 @@ def render_tumour_views(phases: dict[str, tuple[np.ndarray, np.ndarray, Sequence
     return _save_row(tiles, path)
 
 
+def _framed(size: tuple[int, int], title: str, margins: tuple[int, int, int, int]):
+    """A white image of ``size`` with the plot frame inside ``margins`` (left, right, top, bottom) and
+    ``title`` above it; returns (image, its drawing context)."""
+    w, h = size
+    left, right, top, bottom = margins
+    img = Image.new("RGB", size, "white")
+    d = ImageDraw.Draw(img)
+    d.rectangle([left, top, w - right, h - bottom], outline=(0, 0, 0))
+    d.text((left, 5), title, fill=(0, 0, 0))
+    return img, d
+
+
 def plot_curve(xs: Sequence[float], ys: Sequence[float], path: str | Path, *, title: str = "loss",
                size: tuple[int, int] = (640, 360), smooth: int = 25, xlabel_unit: str = " it") -> Path:
     """A loss or ROC curve PNG: ``ys`` against ``xs`` (raw in grey, moving average in blue), axis extents
     labelled."""
     w, h = size
-    img = Image.new("RGB", size, "white")
-    d = ImageDraw.Draw(img)
     left, right, top, bottom = 60, 15, 25, 30
-    d.rectangle([left, top, w - right, h - bottom], outline=(0, 0, 0))
-    d.text((left, 5), title, fill=(0, 0, 0))
+    img, d = _framed(size, title, (left, right, top, bottom))
     if len(xs) >= 1:
         x = np.asarray(xs, float)
         y = np.asarray(ys, float)
@@ -192,11 +201,8 @@ def plot_rocs(curves: dict[str, tuple[Sequence[float], Sequence[float]]], path: 
     """Several ROC curves in one PNG: ``curves`` maps a legend label to (false-positive rates, true-positive
     rates); x is 1 - specificity, y sensitivity, both 0 to 1, with the chance diagonal."""
     w, h = size
-    img = Image.new("RGB", size, "white")
-    d = ImageDraw.Draw(img)
     left, right, top, bottom = 45, 15, 25, 40
-    d.rectangle([left, top, w - right, h - bottom], outline=(0, 0, 0))
-    d.text((left, 5), title, fill=(0, 0, 0))
+    img, d = _framed(size, title, (left, right, top, bottom))
 
     def pts(xx, yy):
         px = left + np.asarray(xx, float) * (w - left - right)
