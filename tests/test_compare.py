@@ -283,6 +283,9 @@ def test_classifier_trains_resumes_and_evaluates(tiny, tmp_path, monkeypatch):
     rows = (Path(again.out) / "train_log.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows] == ["iteration", "1", "2", "3", "4"]
     assert all(torch.allclose(whole[k].float(), resumed[k].float(), atol=1e-6) for k in whole)
+    said.clear()
+    assert train_classifier(again, progress=False, log=said.append) == Path(again.out) / "model.pt"
+    assert said == [f"arterial classifier: {again.out} already holds 4 iterations"]
     clf_path = Path(cfg.out) / "model.pt"
     _, spec = load_checkpoint(clf_path)
     assert spec.role == "classifier" and spec.num_classes == 2

@@ -8,7 +8,7 @@ import pytest
 from s4c.data.cohort import CaseEntry, read_manifest, write_manifest
 from s4c.io import affine_from_spacing, load_nifti, save_nifti
 from s4c.training.data import TrainingCase, augment, check_fold, load_cohort, sample_patch, stratified_folds
-from s4c.training.train import TrainConfig, poly_lr, train
+from s4c.training.train import TrainConfig, finished_run, poly_lr, train
 
 
 def tiny_cohort(root, n_normal=2, n_abnormal=2, shape=(24, 28, 30)):
@@ -133,6 +133,14 @@ def test_train_is_deterministic_and_resumes(tmp_path):
     assert spec["normalization"] == {"hu_min": -160.0, "hu_max": 300.0}
     assert spec["config"]["iterations_done"] == 4 and "git_revision" in spec
     assert read_manifest(tmp_path / "data")
+    # A finished run is returned as it is: no cohort load, model.pt untouched.
+    before = resumed.read_bytes()
+    said: list[str] = []
+    (tmp_path / "data" / "manifest.csv").rename(tmp_path / "data" / "hidden.csv")
+    again = train(TrainConfig(out=str(tmp_path / "c"), iterations=4, **common), progress=False, log=said.append)
+    assert again == resumed and again.read_bytes() == before
+    assert said == [f"arterial: {tmp_path / 'c'} already holds 4 iterations"]
+    assert finished_run(tmp_path / "c", 5) is None and finished_run(tmp_path / "nothing", 1) is None
 
 
 def test_paper_width_trains_and_exports(tmp_path):

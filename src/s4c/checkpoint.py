@@ -128,15 +128,11 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu"):
 def classifier_segmenter(path: str | Path, out: str | Path) -> Path:
     """Write the frozen S4C segmenter inside a ``classifier`` checkpoint ``path`` to ``out`` as a
     segmenter checkpoint (to export and run it like any other); returns ``out``."""
-    model, spec = load_checkpoint(path)
+    return save_classifier_segmenter(*load_checkpoint(path), out, name=Path(path).name)
+
+
+def save_classifier_segmenter(model, spec: ModelSpec, out: str | Path, *, name: str = "the model") -> Path:
+    """:func:`classifier_segmenter` for a classifier already loaded (``load_checkpoint``'s pair)."""
     if spec.role != "classifier":
-        raise ValueError(f"{Path(path).name} is a {spec.role}, not a classifier")
+        raise ValueError(f"{name} is a {spec.role}, not a classifier")
     return save_checkpoint(out, model.segmenter, ModelSpec.from_dict(spec.config["segmenter_spec"]))
-
-
-def checkpoint_role(path: str | Path) -> str:
-    """The ``role`` a checkpoint's spec states, without building its network."""
-    import torch
-
-    blob = torch.load(Path(path), map_location="cpu", weights_only=True)
-    return ModelSpec.from_dict(blob["spec"]).role

@@ -133,9 +133,7 @@ class S4CNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Logits ``(N, num_classes, Z, Y, X)``; in training mode ``(main, aux1, aux2)`` of that shape."""
-        e1 = self.conv1b(self.conv1a(x))  # (N, w, Z, Y, X)
-        e2 = self.conv2b(self.conv2a(self.pool1(e1)))  # (N, 2w, Z/2, Y/2, X/2)
-        e3 = self.conv3b(self.conv3a(self.pool2(e2)))  # (N, 4w, Z/4, Y/4, X/4)
+        e1, e2, e3 = self._encode(x)
         e4 = self.conv4b(self.conv4a(self.pool3(e3)))  # (N, 8w, Z/8, Y/8, X/8)
 
         d3 = self.dec3b(self.dec3a(self.up3(e4) + e3))  # (N, 4w, Z/4, Y/4, X/4)
@@ -149,9 +147,14 @@ class S4CNet(nn.Module):
     def pool3_features(self, x: torch.Tensor) -> torch.Tensor:
         """The encoder's Pool3 output ``(N, 4w, Z/8, Y/8, X/8)`` (128 channels at the paper's width), the
         input of the classification network of the paper's section 2.3."""
-        e1 = self.conv1b(self.conv1a(x))
-        e2 = self.conv2b(self.conv2a(self.pool1(e1)))
-        return self.pool3(self.conv3b(self.conv3a(self.pool2(e2))))
+        return self.pool3(self._encode(x)[2])
+
+    def _encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The first three encoder levels' features, the skips of the decoder."""
+        e1 = self.conv1b(self.conv1a(x))  # (N, w, Z, Y, X)
+        e2 = self.conv2b(self.conv2a(self.pool1(e1)))  # (N, 2w, Z/2, Y/2, X/2)
+        e3 = self.conv3b(self.conv3a(self.pool2(e2)))  # (N, 4w, Z/4, Y/4, X/4)
+        return e1, e2, e3
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from s4c.checkpoint import checkpoint_role, classifier_segmenter
+from s4c.checkpoint import load_checkpoint, save_classifier_segmenter
 from s4c.data.cohort import CaseEntry, read_manifest
 from s4c.data.phantom import PHANTOM_JSON
 from s4c.evaluation.metrics import DetectionStats, detection_stats, dsc, mean_dsc
@@ -268,9 +268,13 @@ def split_classifiers(checkpoints: Mapping[str, Path], workdir: Path) -> tuple[d
     classifier."""
     segmenters, classifiers = dict(checkpoints), {}
     for phase, ckpt in checkpoints.items():
-        if Path(ckpt).exists() and checkpoint_role(ckpt) == "classifier":
-            segmenters[phase] = classifier_segmenter(ckpt, Path(workdir) / f"{phase}_classifier_segmenter.pt")
-            classifiers[phase] = ClassifierPredictor.from_checkpoint(ckpt, device="cpu")
+        if not Path(ckpt).exists():
+            continue
+        model, spec = load_checkpoint(ckpt)
+        if spec.role == "classifier":
+            out = Path(workdir) / f"{phase}_classifier_segmenter.pt"
+            segmenters[phase] = save_classifier_segmenter(model, spec, out, name=Path(ckpt).name)
+            classifiers[phase] = ClassifierPredictor(model, spec, device="cpu")
     return segmenters, classifiers
 
 

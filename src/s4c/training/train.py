@@ -232,6 +232,18 @@ def draw_batch(cfg: TrainConfig, rng: np.random.Generator, cases: list, lesion_c
     return x, y
 
 
+def finished_run(out: str | Path, iterations: int) -> Path | None:
+    """``out/model.pt`` when the run folder ``out`` already holds a run of ``iterations`` steps (its
+    ``state.pt`` says so), else None: a finished run is returned as it is, without loading its cohort."""
+    import torch
+
+    state_path, model_path = Path(out) / "state.pt", Path(out) / "model.pt"
+    if not (state_path.exists() and model_path.exists()):
+        return None
+    done = int(torch.load(state_path, map_location="cpu", weights_only=False)["iteration"])
+    return model_path if done >= iterations else None
+
+
 def train(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None] = print) -> Path:
     """Train one phase model; returns the path of ``model.pt``. Resumes when ``state.pt`` exists.
 
@@ -250,6 +262,10 @@ def train(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None]
 
     if cfg.role == "classifier":
         raise ValueError("a classifier trains with s4c.training.classifier.train_classifier")
+    done = finished_run(cfg.out, cfg.iterations)
+    if done is not None:
+        log(f"{cfg.phase}: {cfg.out} already holds {cfg.iterations} iterations")
+        return done
     dist = Distributed.from_env()
     if cfg.batch_size % dist.world:
         raise ValueError(f"batch_size {cfg.batch_size} (the global batch) must split evenly over {dist.world} ranks")
