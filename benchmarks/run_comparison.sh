@@ -11,6 +11,10 @@ set -euo pipefail
 : "${TRAIN:?cohort to train on}" "${TEST:?held-out cohort}" "${OUT:?output folder}"
 ITS=${ITS:-600}          # every segmenter: iterations of the roi preset (batch 4)
 CLF_ITS=${CLF_ITS:-2000} # the classifier (batch 1; the paper: 20,000)
+# Every segmenter's patch mix (the roi preset's --lesion-fraction / --normal-fraction); empty: the preset's.
+MIX=()
+[ -n "${LESION:-}" ] && MIX+=(--lesion-fraction "$LESION")
+[ -n "${NORMAL:-}" ] && MIX+=(--normal-fraction "$NORMAL")
 S4C=${S4C:-.venv/bin/s4c}
 mkdir -p "$OUT"
 
@@ -19,7 +23,7 @@ chain() {
   for arch in s4c unet3d vnet; do
     width=8; [ "$arch" = vnet ] && width=4  # V-Net's 5^3 kernels: half the width for a like cost per step
     "$S4C" train --preset roi --architecture "$arch" --width "$width" --data "$TRAIN" --phase "$phase" \
-      --out "$OUT/train/$arch/$phase" --iterations "$ITS" --threads 1 --no-progress
+      --out "$OUT/train/$arch/$phase" --iterations "$ITS" "${MIX[@]}" --threads 1 --no-progress
   done
   "$S4C" train --preset classifier --init "$OUT/train/s4c/$phase/model.pt" --data "$TRAIN" --phase "$phase" \
     --out "$OUT/train/classifier/$phase" --iterations "$CLF_ITS" --threads 1 --no-progress
@@ -32,4 +36,4 @@ v=$!
 wait "$a"
 wait "$v"
 "$S4C" compare --data "$TRAIN" --test "$TEST" --out "$OUT" --iterations "$ITS" --width 8 --widths vnet=4 \
-  --classifier-iterations "$CLF_ITS" --threads 2 --no-progress
+  --classifier-iterations "$CLF_ITS" "${MIX[@]}" --threads 2 --no-progress

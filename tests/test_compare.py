@@ -330,6 +330,26 @@ def test_compare_flags_are_checked(tmp_path):
     assert res.returncode == 2 and "not allowed with argument" in res.stderr
     res = _s4c("compare", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--test", "x", "--methods", "s4c,rf")
     assert res.returncode == 2 and "subset of s4c, unet3d, vnet, classifier" in res.stderr
+    res = _s4c("compare", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--test", "x",
+               "--lesion-fraction", "1.5")
+    assert res.returncode == 2 and "--lesion-fraction" in res.stderr
+
+
+def test_compare_gives_every_segmenter_the_patch_mix(tiny, tmp_path, monkeypatch):
+    import s4c.training.compare as compare_mod
+
+    seen = []
+
+    def record(cfg, **_kw):
+        seen.append(cfg)
+        raise KeyboardInterrupt("recorded")
+
+    monkeypatch.setattr(compare_mod, "train", record)
+    with pytest.raises(KeyboardInterrupt):
+        compare_mod.compare(tiny, tmp_path / "o", methods=("vnet",), test=tiny, iterations=3, lesion_fraction=0.4,
+                            normal_fraction=0.35)
+    assert [(c.architecture, c.iterations, c.lesion_fraction, c.normal_fraction) for c in seen] == [
+        ("vnet", 3, 0.4, 0.35)]
 
 
 @pytest.mark.slow

@@ -203,7 +203,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from None
     result = compare(args.data, args.out, methods=methods, test=args.test, folds=args.folds, preset=args.preset,
                      iterations=args.iterations, batch_size=args.batch_size, width=args.width, widths=widths,
-                     classifier_iterations=args.classifier_iterations, locator=args.locator,
+                     classifier_iterations=args.classifier_iterations, lesion_fraction=args.lesion_fraction,
+                     normal_fraction=args.normal_fraction, locator=args.locator,
                      locator_iterations=args.locator_iterations, seed=args.seed, mode=args.mode, stride=args.stride,
                      batch_size_inference=args.inference_batch_size, threads=args.threads,
                      roi_margin_mm=args.roi_margin, progress=not args.no_progress)
@@ -497,6 +498,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="base channels of single segmenters, e.g. vnet=4 (V-Net's 5^3 kernels cost more per width)")
     co.add_argument("--classifier-iterations", type=_positive_int, default=None,
                     help="classifier (default: the paper's 20,000)")
+    co.add_argument("--lesion-fraction", type=_fraction, default=None,
+                    help="roi preset: every segmenter's share of patches centred on a lesion")
+    co.add_argument("--normal-fraction", type=_fraction, default=None,
+                    help="roi preset: every segmenter's share of patches in the ROI of a normal case")
     co.add_argument("--locator", type=Path, default=None, help="stage-1 checkpoint shared by every method "
                     "(default: the embedded locator)")
     co.add_argument("--locator-iterations", type=_positive_int, default=None,

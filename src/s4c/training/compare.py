@@ -100,13 +100,16 @@ def _run(root: Path, entries, ckpts: dict, locator: Path, workdir: Path, *, mode
 def compare(data: str | Path, out: str | Path, *, methods: Sequence[str] = METHODS, test: str | Path | None = None,
             folds: int | None = None, preset: str = "roi", iterations: int | None = None,
             batch_size: int | None = None, width: int | None = None, widths: dict[str, int] | None = None,
-            classifier_iterations: int | None = None,
-            locator: str | Path | None = None, locator_iterations: int | None = None, seed: int = 0,
+            classifier_iterations: int | None = None, lesion_fraction: float | None = None,
+            normal_fraction: float | None = None, locator: str | Path | None = None,
+            locator_iterations: int | None = None, seed: int = 0,
             mode: str = "roi", stride: int = 20, batch_size_inference: int = 8, threads: int | None = None,
             roi_margin_mm: float = ROI_MARGIN_MM, progress: bool = True) -> dict:
     """Train and evaluate ``methods`` (:data:`METHODS`) under one protocol: ``test`` (a held-out cohort)
     or ``folds`` (cross-validation on ``data``); exactly one of them. ``width`` sets every segmenter's
-    base width, ``widths`` ({segmenter: width}) single ones. Returns the comparison (``out/report.json``)."""
+    base width, ``widths`` ({segmenter: width}) single ones; ``lesion_fraction`` and ``normal_fraction``
+    set every segmenter's patch mix (the roi preset's flags of the same names). Returns the comparison
+    (``out/report.json``)."""
     methods = parse_methods(methods)
     if (test is None) == (folds is None):
         raise ValueError("give exactly one protocol: a held-out cohort (test) or k-fold cross-validation (folds)")
@@ -118,7 +121,8 @@ def compare(data: str | Path, out: str | Path, *, methods: Sequence[str] = METHO
     entries = read_manifest(root)
     if not entries:
         raise ValueError(f"{root / 'manifest.csv'} lists no cases")
-    seg_kwargs = {k: v for k, v in (("iterations", iterations), ("batch_size", batch_size), ("width", width))
+    seg_kwargs = {k: v for k, v in (("iterations", iterations), ("batch_size", batch_size), ("width", width),
+                                    ("lesion_fraction", lesion_fraction), ("normal_fraction", normal_fraction))
                   if v is not None}
     clf_kwargs = {"iterations": classifier_iterations} if classifier_iterations else {}
     train_kw = {"seed": seed, "preset": preset, "threads": threads, "progress": progress,
