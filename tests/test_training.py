@@ -8,7 +8,7 @@ import pytest
 from s4c.data.cohort import CaseEntry, read_manifest, write_manifest
 from s4c.io import affine_from_spacing, load_nifti, save_nifti
 from s4c.training.data import TrainingCase, augment, check_fold, load_cohort, sample_patch, stratified_folds
-from s4c.training.train import TrainConfig, finished_run, poly_lr, train
+from s4c.training.train import TrainConfig, finished_run, load_run_state, poly_lr, train
 
 
 def tiny_cohort(root, n_normal=2, n_abnormal=2, shape=(24, 28, 30)):
@@ -140,7 +140,13 @@ def test_train_is_deterministic_and_resumes(tmp_path):
     again = train(TrainConfig(out=str(tmp_path / "c"), iterations=4, **common), progress=False, log=said.append)
     assert again == resumed and again.read_bytes() == before
     assert said == [f"arterial: {tmp_path / 'c'} already holds 4 iterations"]
-    assert finished_run(tmp_path / "c", 5) is None and finished_run(tmp_path / "nothing", 1) is None
+    state = load_run_state(tmp_path / "c")
+    assert finished_run(tmp_path / "c", 4, state) == resumed and finished_run(tmp_path / "c", 5, state) is None
+    assert load_run_state(tmp_path / "nothing") is None and finished_run(tmp_path / "nothing", 1, None) is None
+    # The state loads on the CPU whatever the run's device: torch.set_rng_state takes a CPU ByteTensor only.
+    tensors = [state["torch_rng"], *state["model"].values()]
+    assert all(t.device.type == "cpu" for t in tensors)
+    torch.set_rng_state(state["torch_rng"])
 
 
 def test_paper_width_trains_and_exports(tmp_path):

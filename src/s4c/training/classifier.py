@@ -25,7 +25,7 @@ from s4c.checkpoint import ModelSpec, git_revision, load_checkpoint, save_checkp
 from s4c.inference.classifier import pad_to_multiple
 from s4c.preprocessing import Normalization
 from s4c.training.data import augment, jittered_roi, load_cohort
-from s4c.training.train import TrainConfig, finished_run, poly_lr
+from s4c.training.train import TrainConfig, finished_run, load_run_state, poly_lr
 
 
 def region(case, rng: np.random.Generator, cfg: TrainConfig) -> np.ndarray:
@@ -48,7 +48,8 @@ def train_classifier(cfg: TrainConfig, *, progress: bool = True, log: Callable[[
 
     if cfg.role != "classifier" or cfg.init is None:
         raise ValueError("train_classifier needs a classifier config with init = the segmenter checkpoint")
-    done = finished_run(cfg.out, cfg.iterations)
+    state = load_run_state(cfg.out)
+    done = finished_run(cfg.out, cfg.iterations, state)
     if done is not None:
         log(f"{cfg.phase} classifier: {cfg.out} already holds {cfg.iterations} iterations")
         return done
@@ -76,8 +77,7 @@ def train_classifier(cfg: TrainConfig, *, progress: bool = True, log: Callable[[
     rng = np.random.default_rng(cfg.seed)
     norm: Normalization = seg_spec.normalization
     start, state_path = 0, out / "state.pt"
-    if state_path.exists():
-        state = torch.load(state_path, map_location=device, weights_only=False)
+    if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         rng.bit_generator.state = state["rng"]

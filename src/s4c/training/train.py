@@ -232,16 +232,25 @@ def draw_batch(cfg: TrainConfig, rng: np.random.Generator, cases: list, lesion_c
     return x, y
 
 
-def finished_run(out: str | Path, iterations: int) -> Path | None:
-    """``out/model.pt`` when the run folder ``out`` already holds a run of ``iterations`` steps (its
-    ``state.pt`` says so), else None: a finished run is returned as it is, without loading its cohort."""
+def load_run_state(out: str | Path) -> dict | None:
+    """The run folder's ``state.pt``, loaded on the CPU, or None when it has none.
+
+    On the CPU because ``torch.set_rng_state`` takes a CPU ByteTensor only (a state mapped to CUDA
+    fails the resume); the model and optimizer states move to their parameters' device as they load.
+    """
     import torch
 
-    state_path, model_path = Path(out) / "state.pt", Path(out) / "model.pt"
-    if not (state_path.exists() and model_path.exists()):
+    state_path = Path(out) / "state.pt"
+    return torch.load(state_path, map_location="cpu", weights_only=False) if state_path.exists() else None
+
+
+def finished_run(out: str | Path, iterations: int, state: dict | None) -> Path | None:
+    """``out/model.pt`` when the run folder ``out`` already holds a run of ``iterations`` steps (its
+    ``state`` from :func:`load_run_state` says so), else None."""
+    model_path = Path(out) / "model.pt"
+    if state is None or not model_path.exists():
         return None
-    done = int(torch.load(state_path, map_location="cpu", weights_only=False)["iteration"])
-    return model_path if done >= iterations else None
+    return model_path if int(state["iteration"]) >= iterations else None
 
 
 def train(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None] = print) -> Path:
@@ -262,7 +271,9 @@ def train(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None]
 
     if cfg.role == "classifier":
         raise ValueError("a classifier trains with s4c.training.classifier.train_classifier")
-    done = finished_run(cfg.out, cfg.iterations)
+    # A finished run is returned as it is, without loading its cohort.
+    state = load_run_state(cfg.out)
+    done = finished_run(cfg.out, cfg.iterations, state)
     if done is not None:
         log(f"{cfg.phase}: {cfg.out} already holds {cfg.iterations} iterations")
         return done
@@ -318,12 +329,10 @@ def train(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None]
         model.load_state_dict(init_model.state_dict())
         log(f"initialised {cfg.phase} from {cfg.init}")
     start = 0
-    state_path = out / "state.pt"
-    if state_path.exists():
-        state = torch.load(state_path, map_location=device, weights_only=False)
+    if state is not None:
         ranks = int(state.get("ranks", 1))
         if ranks != dist.world:
-            raise ValueError(f"{state_path} is a run of {ranks} process(es); resume it with the same number "
+            raise ValueError(f"{out / 'state.pt'} is a run of {ranks} process(es); resume it with the same number "
                              f"(--nproc {ranks}), not {dist.world}")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
