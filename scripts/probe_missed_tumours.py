@@ -31,6 +31,11 @@ def main() -> None:
     torch.set_num_threads(1)
     model, spec = load_checkpoint(args.model or checkpoint_path(args.phase))
     model.eval()
+
+    def softmax(xi: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return torch.softmax(model(torch.from_numpy(xi)), 1)[0].numpy()
+
     entries = {e.case_id: e for e in read_manifest(args.data)}
     for cid in args.cases:
         e = entries[cid]
@@ -43,15 +48,11 @@ def main() -> None:
         sl = tuple(slice(s0, s0 + PATCH_SIZE) for s0 in starts)
         x = spec.normalization.apply(np.asarray(ct.array[sl], np.float32)[None, None])
         ref = lab[sl] == TUMOR
-        found = []
-        for axis in (None, 2, 3, 4):
-            xi = x if axis is None else np.flip(x, axis).copy()
-            with torch.inference_mode():
-                p = torch.softmax(model(torch.from_numpy(xi)), 1)[0].numpy()
-            if axis is not None:
-                p = np.flip(p, axis - 1)
-            if axis is None:
-                probs = p[:, ref].mean(1)
+        p = softmax(x)
+        probs = p[:, ref].mean(1)
+        found = [int((p.argmax(0)[ref] == TUMOR).sum())]
+        for axis in (2, 3, 4):  # z, y, x of the (N, C, Z, Y, X) input; flipped back before counting
+            p = np.flip(softmax(np.flip(x, axis).copy()), axis - 1)
             found.append(int((p.argmax(0)[ref] == TUMOR).sum()))
         print(f"{cid}: {int(ref.sum())} tumour voxels; mean p(background, pancreas, tumour) "
               f"{probs[0]:.3f} {probs[1]:.3f} {probs[2]:.3f}; found {found[0]}, flipped z/y/x {found[1:]}")
