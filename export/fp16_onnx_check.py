@@ -1,8 +1,11 @@
 """The FP16 ONNX graph that a TensorRT 11 build starts from, checked in ONNX Runtime on the CPU.
 
-For each phase's default model: export FP32 ONNX, convert to FP16 (I/O types kept), run both on
-stride-20 patches of phantom cases and report the per-voxel label agreement and the agreement of the
-case decisions. Writes ``benchmarks/results/fp16_onnx_cpu.json``.
+For each phase's default model and the ``roi`` mode locator: export FP32 ONNX, convert to FP16 (I/O
+types kept), and run both on phantom cases. Reported per phase: in ``full`` mode (the segmenter's
+stride-20 windows over the volume) and in ``roi`` mode (FP32 locator and segmenter against FP16 locator
+and segmenter), the per-voxel agreement of the voted labels and of the case decisions; for the
+locator, how many of its ROIs are identical and the largest difference of a box edge in mm. Writes
+``benchmarks/results/fp16_onnx_cpu.json``.
 
     python export/fp16_onnx_check.py --data build/eval_cohort --cases 6
 """
@@ -26,11 +29,11 @@ def main() -> None:
     from s4c import contract
     from s4c.data.cohort import read_manifest
     from s4c.export.tensorrt import to_fp16_onnx
-    from s4c.inference.pipeline import run_phase
+    from s4c.inference.pipeline import locate, run_phase
     from s4c.inference.predictor import OnnxPredictor
     from s4c.io import load_nifti
     from s4c.labels import PHASES
-    from s4c.models import checkpoint_path
+    from s4c.models import checkpoint_path, locator_path
     from s4c.repository.onnx import export_onnx
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -43,21 +46,42 @@ def main() -> None:
     result = {"onnxruntime": ort.__version__, "cpu": platform.processor() or platform.machine(),
               "cases": [e.case_id for e in entries], "phases": {}}
     with tempfile.TemporaryDirectory() as tmp:
+        loc32 = OnnxPredictor(export_onnx(locator_path(), Path(tmp) / "locator.onnx"))
+        loc16 = OnnxPredictor(to_fp16_onnx(Path(tmp) / "locator.onnx", Path(tmp) / "locator.fp16.onnx"))
+        boxes_same = boxes = found_by_one = 0
+        edge_mm = 0.0
         for phase in PHASES:
             fp32 = export_onnx(checkpoint_path(phase), Path(tmp) / f"{phase}.onnx")
             fp16 = to_fp16_onnx(fp32, Path(tmp) / f"{phase}.fp16.onnx")
             p32, p16 = OnnxPredictor(fp32), OnnxPredictor(fp16)
-            same = total = decisions_same = 0
-            for e in entries:
-                vol = load_nifti(e.path(args.data, phase))
-                r32 = run_phase(vol.array, vol.spacing, p32, p32.spec)
-                r16 = run_phase(vol.array, vol.spacing, p16, p16.spec)
-                same += int(np.count_nonzero(r32.raw_labels == r16.raw_labels))
-                total += r32.raw_labels.size
-                decisions_same += int(r32.decision.abnormal == r16.decision.abnormal)
-            result["phases"][phase] = {"voted_label_agreement": same / total,
-                                       "decisions_identical": f"{decisions_same}/{len(entries)}",
-                                       "input": contract.SEG_INPUT}
+            agreement = {}
+            for mode in ("full", "roi"):
+                same = total = decisions_same = 0
+                for e in entries:
+                    vol = load_nifti(e.path(args.data, phase))
+                    kw32 = {"mode": mode, "locator": (loc32, loc32.spec)} if mode == "roi" else {}
+                    kw16 = {"mode": mode, "locator": (loc16, loc16.spec)} if mode == "roi" else {}
+                    r32 = run_phase(vol.array, vol.spacing, p32, p32.spec, **kw32)
+                    r16 = run_phase(vol.array, vol.spacing, p16, p16.spec, **kw16)
+                    same += int(np.count_nonzero(r32.raw_labels == r16.raw_labels))
+                    total += r32.raw_labels.size
+                    decisions_same += int(r32.decision.abnormal == r16.decision.abnormal)
+                    if mode == "roi":
+                        b32 = locate(vol.array, vol.spacing, loc32, loc32.spec)[0]
+                        b16 = locate(vol.array, vol.spacing, loc16, loc16.spec)[0]
+                        boxes += 1
+                        if b32 is None or b16 is None:  # a fall-back to the whole volume
+                            boxes_same += int(b32 is None and b16 is None)
+                            found_by_one += int((b32 is None) != (b16 is None))
+                        else:
+                            diff = max(float(np.abs(a - b).max()) for a, b in zip(b32, b16, strict=True))
+                            boxes_same += int(diff == 0.0)
+                            edge_mm = max(edge_mm, diff)
+                agreement[mode] = {"voted_label_agreement": same / total,
+                                   "decisions_identical": f"{decisions_same}/{len(entries)}"}
+            result["phases"][phase] = {**agreement["full"], "roi_mode": agreement["roi"], "input": contract.SEG_INPUT}
+        result["locator"] = {"boxes_identical": f"{boxes_same}/{boxes}", "max_box_edge_difference_mm": edge_mm,
+                             "found_by_one_form_only": found_by_one}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
