@@ -254,6 +254,19 @@ def test_a_baseline_trains_under_the_roi_preset(tiny, tmp_path):
                                  batch_size=1, width=2, threads=1, init=str(path)), progress=False)
 
 
+@pytest.mark.gpu
+def test_classifier_resumes_on_cuda(tiny, tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    seg = _segmenter(tiny, tmp_path)
+    common = dict(data=str(tiny), phase="arterial", out=str(tmp_path / "c"), init=str(seg), checkpoint_every=2,
+                  device="cuda")
+    train_classifier(config_from_preset("classifier", iterations=2, **common), progress=False, log=lambda _m: None)
+    said: list[str] = []
+    train_classifier(config_from_preset("classifier", iterations=4, **common), progress=False, log=said.append)
+    assert said == ["resuming arterial classifier from iteration 2"]
+
+
 def test_classifier_trains_resumes_and_evaluates(tiny, tmp_path, monkeypatch):
     seg = _segmenter(tiny, tmp_path)
     with pytest.raises(ValueError, match="init"):

@@ -149,6 +149,23 @@ def test_train_is_deterministic_and_resumes(tmp_path):
     torch.set_rng_state(state["torch_rng"])
 
 
+@pytest.mark.gpu
+def test_train_resumes_on_cuda(tmp_path):
+    """A run stopped on the GPU resumes there (its state.pt holds the CPU RNG state next to CUDA weights)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    tiny_cohort(tmp_path / "data")
+    common = dict(data=str(tmp_path / "data"), phase="arterial", batch_size=2, width=4, seed=1,
+                  checkpoint_every=2, device="cuda", out=str(tmp_path / "run"))
+    train(TrainConfig(iterations=2, **common), progress=False)
+    said: list[str] = []
+    model = train(TrainConfig(iterations=4, **common), progress=False, log=said.append)
+    assert "resuming arterial from iteration 2" in said
+    assert torch.load(model, weights_only=True)["spec"]["config"]["iterations_done"] == 4
+
+
 def test_paper_width_trains_and_exports(tmp_path):
     """w = 32 (the paper's width): one training step, then ONNX export and parity."""
     import onnxruntime as ort
