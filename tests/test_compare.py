@@ -290,6 +290,8 @@ def test_classifier_trains_resumes_and_evaluates(tiny, tmp_path, monkeypatch):
         train_classifier(again, progress=False, log=lambda _m: None)
     monkeypatch.setattr(clf_mod, "poly_lr", poly_lr)
     assert torch.load(Path(again.out) / "state.pt", weights_only=False)["iteration"] == 2
+    with pytest.raises(ValueError, match=r"another recipe \(lr 0\.001 -> 0\.002"):
+        train_classifier(TrainConfig(**{**again.__dict__, "lr": 0.002}), progress=False, log=lambda _m: None)
     said: list[str] = []
     resumed = load_checkpoint(train_classifier(again, progress=False, log=said.append))[0].state_dict()
     assert said == ["resuming arterial classifier from iteration 2"]

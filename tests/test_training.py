@@ -147,6 +147,14 @@ def test_train_is_deterministic_and_resumes(tmp_path):
     tensors = [state["torch_rng"], *state["model"].values()]
     assert all(t.device.type == "cpu" for t in tensors)
     torch.set_rng_state(state["torch_rng"])
+    # A resume with another recipe is refused before the cohort loads; where and how long it runs may change.
+    with pytest.raises(ValueError, match=r"another recipe \(lr 0.01 -> 0.02; seed 1 -> 2\)"):
+        train(TrainConfig(out=str(tmp_path / "c"), iterations=6, **{**common, "lr": 0.02, "seed": 2}), progress=False)
+    (tmp_path / "data" / "hidden.csv").rename(tmp_path / "data" / "manifest.csv")
+    moved = {**common, "data": str(tmp_path / "data" / ".." / "data"), "threads": 2, "checkpoint_every": 3}
+    said.clear()
+    train(TrainConfig(out=str(tmp_path / "c"), iterations=6, **moved), progress=False, log=said.append)
+    assert "resuming arterial from iteration 4" in said
 
 
 @pytest.mark.gpu

@@ -407,7 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "and vnet (MONAI V-Net)")
     tr.add_argument("--phase", choices=["arterial", "venous", "any"], default=None,
                     help="the segmenter's phase (required except for --preset locator, which is 'any')")
-    tr.add_argument("--out", required=True, type=Path, help="run folder (resumes if it holds state.pt)")
+    tr.add_argument("--out", required=True, type=Path,
+                    help="run folder (resumes if it holds state.pt; the recipe flags must match the run's)")
     tr.add_argument("--fold", type=_count, default=None, help="hold out this fold (default: train on all cases)")
     tr.add_argument("--folds", type=_positive_int, default=None)
     tr.add_argument("--iterations", type=_positive_int, default=None, help="paper: 80,000")

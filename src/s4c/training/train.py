@@ -244,6 +244,34 @@ def load_run_state(out: str | Path) -> dict | None:
     return torch.load(state_path, map_location="cpu", weights_only=False) if state_path.exists() else None
 
 
+#: TrainConfig fields a resumed run may change: where and how fast it runs, and for how long (a longer
+#: run stretches the rest of its poly schedule). Every other field is the recipe its state was trained
+#: with, and a resume that changes one would mix two recipes in one model.
+RESUMABLE_CHANGES = frozenset({"out", "iterations", "checkpoint_every", "snapshot_every", "device", "threads",
+                               "init"})
+
+
+def check_resume(out: str | Path, cfg: TrainConfig) -> None:
+    """Raise ValueError when the run folder ``out`` was started (its ``config.json``) with another recipe
+    than ``cfg``; fields the stored config lacks (an older run) are not compared."""
+    path = Path(out) / "config.json"
+    if not path.exists():
+        return
+    stored = json.loads(path.read_text())
+    asked = json.loads(json.dumps(asdict(cfg)))  # tuples as lists, as config.json holds them
+    changed = []
+    for key, value in asked.items():
+        if key in RESUMABLE_CHANGES or key not in stored:
+            continue
+        before = stored[key]
+        same = (Path(before).resolve() == Path(value).resolve()) if key == "data" else before == value
+        if not same:
+            changed.append(f"{key} {before!r} -> {value!r}")
+    if changed:
+        raise ValueError(f"{out} holds a run started with another recipe ({'; '.join(changed)}): resume it with "
+                         f"the flags it was started with, or train into a new --out")
+
+
 def finished_run(out: str | Path, iterations: int, state: dict | None) -> Path | None:
     """``out/model.pt`` when the run folder ``out`` already holds a run of ``iterations`` steps (its
     ``state`` from :func:`load_run_state` says so), else None."""
@@ -277,6 +305,8 @@ def train(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None]
     if done is not None:
         log(f"{cfg.phase}: {cfg.out} already holds {cfg.iterations} iterations")
         return done
+    if state is not None:
+        check_resume(cfg.out, cfg)
     dist = Distributed.from_env()
     if cfg.batch_size % dist.world:
         raise ValueError(f"batch_size {cfg.batch_size} (the global batch) must split evenly over {dist.world} ranks")
