@@ -25,7 +25,7 @@ from s4c.checkpoint import ModelSpec, git_revision, load_checkpoint, save_checkp
 from s4c.inference.classifier import pad_to_multiple
 from s4c.preprocessing import Normalization
 from s4c.training.data import augment, jittered_roi, load_cohort
-from s4c.training.train import TrainConfig, check_resume, finished_run, load_run_state, poly_lr
+from s4c.training.train import TrainConfig, open_run, poly_lr
 
 
 def region(case, rng: np.random.Generator, cfg: TrainConfig) -> np.ndarray:
@@ -48,13 +48,10 @@ def train_classifier(cfg: TrainConfig, *, progress: bool = True, log: Callable[[
 
     if cfg.role != "classifier" or cfg.init is None:
         raise ValueError("train_classifier needs a classifier config with init = the segmenter checkpoint")
-    state = load_run_state(cfg.out)
-    done = finished_run(cfg.out, cfg.iterations, state)
+    done, state = open_run(cfg)
     if done is not None:
         log(f"{cfg.phase} classifier: {cfg.out} already holds {cfg.iterations} iterations")
         return done
-    if state is not None:
-        check_resume(cfg.out, cfg)
     segmenter, seg_spec = load_checkpoint(cfg.init)
     if seg_spec.role != "segmenter" or seg_spec.architecture != "s4c":
         raise ValueError(f"{Path(cfg.init).name} is a {seg_spec.architecture} {seg_spec.role}; the classifier "

@@ -281,6 +281,19 @@ def finished_run(out: str | Path, iterations: int, state: dict | None) -> Path |
     return model_path if int(state["iteration"]) >= iterations else None
 
 
+def open_run(cfg: TrainConfig) -> tuple[Path | None, dict | None]:
+    """How a trainer starts on ``cfg.out``: ``(model.pt, None)`` when the folder holds a finished run (it is
+    returned as it is, without loading the cohort); else ``(None, state)``, where ``state`` is the
+    folder's state.pt to resume, after :func:`check_resume`, or None for a new run."""
+    state = load_run_state(cfg.out)
+    done = finished_run(cfg.out, cfg.iterations, state)
+    if done is not None:
+        return done, None
+    if state is not None:
+        check_resume(cfg.out, cfg)
+    return None, state
+
+
 def train(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None] = print) -> Path:
     """Train one phase model; returns the path of ``model.pt``. Resumes when ``state.pt`` exists.
 
@@ -299,14 +312,10 @@ def train(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None]
 
     if cfg.role == "classifier":
         raise ValueError("a classifier trains with s4c.training.classifier.train_classifier")
-    # A finished run is returned as it is, without loading its cohort.
-    state = load_run_state(cfg.out)
-    done = finished_run(cfg.out, cfg.iterations, state)
+    done, state = open_run(cfg)
     if done is not None:
         log(f"{cfg.phase}: {cfg.out} already holds {cfg.iterations} iterations")
         return done
-    if state is not None:
-        check_resume(cfg.out, cfg)
     dist = Distributed.from_env()
     if cfg.batch_size % dist.world:
         raise ValueError(f"batch_size {cfg.batch_size} (the global batch) must split evenly over {dist.world} ranks")
