@@ -6,7 +6,8 @@
 #
 # On 2 cores each phase's training runs in its own process, one thread each; `s4c compare` then finds
 # every run finished (run folders resume, and a finished one is reused) and evaluates. The training
-# commands are the ones `s4c compare` itself would run with the flags at the end.
+# commands are the ones `s4c compare` itself would run with the flags at the end. SIGTERM to a training
+# checkpoints it and ends the chain (it exits 143); the same command resumes.
 set -euo pipefail
 : "${TRAIN:?cohort to train on}" "${TEST:?held-out cohort}" "${OUT:?output folder}"
 ITS=${ITS:-600}          # every segmenter: iterations of the roi preset (batch 4)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import subprocess
 import sys
 from dataclasses import replace
@@ -34,6 +35,7 @@ from s4c.network import PoolThreeClassifier, S4CNet, VNet, build_network  # noqa
 from s4c.repository.onnx import export_onnx, read_spec  # noqa: E402
 from s4c.training.classifier import train_classifier  # noqa: E402
 from s4c.training.compare import parse_methods, parse_widths  # noqa: E402
+from s4c.training.stop import TrainingStopped  # noqa: E402
 from s4c.training.train import TrainConfig, config_from_preset, poly_lr, train  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -298,6 +300,23 @@ def test_classifier_trains_resumes_and_evaluates(tiny, tmp_path, monkeypatch):
     rows = (Path(again.out) / "train_log.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows] == ["iteration", "1", "2", "3", "4"]
     assert all(torch.allclose(whole[k].float(), resumed[k].float(), atol=1e-6) for k in whole)
+    # SIGTERM during step 2 (no checkpoint due until 100): that step ends, is checkpointed, and
+    # TrainingStopped says so; the same command then finishes on the same weights.
+    signalled = TrainConfig(**{**cfg.__dict__, "out": str(tmp_path / "c_signalled"), "checkpoint_every": 100})
+
+    def sigterm_at_2(base, it, total, power):
+        if it == 1:
+            signal.raise_signal(signal.SIGTERM)
+        return poly_lr(base, it, total, power)
+
+    monkeypatch.setattr(clf_mod, "poly_lr", sigterm_at_2)
+    with pytest.raises(TrainingStopped, match="stopped by SIGTERM after iteration 2") as info:
+        train_classifier(signalled, progress=False, log=lambda _m: None)
+    assert info.value.exit_code == 143
+    monkeypatch.setattr(clf_mod, "poly_lr", poly_lr)
+    assert torch.load(Path(signalled.out) / "state.pt", weights_only=False)["iteration"] == 2
+    finished = load_checkpoint(train_classifier(signalled, progress=False, log=lambda _m: None))[0].state_dict()
+    assert all(torch.allclose(whole[k].float(), finished[k].float(), atol=1e-6) for k in whole)
     said.clear()
     assert train_classifier(again, progress=False, log=said.append) == Path(again.out) / "model.pt"
     assert said == [f"arterial classifier: {again.out} already holds 4 iterations"]

@@ -157,6 +157,78 @@ def test_train_is_deterministic_and_resumes(tmp_path):
     assert "resuming arterial from iteration 4" in said
 
 
+def _signal_at(step: int, signum: int):
+    """A poly_lr that sends this process ``signum`` as step ``step`` (0-based) begins."""
+    import signal
+
+    def lr(base, it, total, power):
+        if it == step:
+            signal.raise_signal(signum)
+        return poly_lr(base, it, total, power)
+    return lr
+
+
+def test_a_signal_stops_a_run_after_the_step_with_a_checkpoint(tmp_path, monkeypatch, capsys):
+    """SIGTERM (a scheduler's preemption) or SIGINT ends the run after the current step: checkpointed,
+    TrainingStopped raised so no caller takes it for finished, the CLI exits 128 + signal; resumed, it
+    lands on the uninterrupted run's weights. A signal during the last step just finishes the run."""
+    import signal
+
+    import torch
+
+    import s4c.training.train as train_mod
+    from s4c.cli import main
+    from s4c.training.stop import TrainingStopped
+
+    tiny_cohort(tmp_path / "data")
+    common = dict(data=str(tmp_path / "data"), phase="arterial", batch_size=2, width=4, seed=1,
+                  checkpoint_every=100, threads=1, iterations=4)
+    whole = train(TrainConfig(out=str(tmp_path / "whole"), **common), progress=False)
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    monkeypatch.setattr(train_mod, "poly_lr", _signal_at(1, signal.SIGTERM))
+    with pytest.raises(TrainingStopped, match=r"stopped by SIGTERM after iteration 2 \(checkpointed\)") as info:
+        train(TrainConfig(out=str(tmp_path / "run"), **common), progress=False)
+    assert (info.value.iteration, info.value.signum, info.value.exit_code) == (2, signal.SIGTERM, 143)
+    assert {sig: signal.getsignal(sig) for sig in before} == before  # the handlers are given back
+    assert load_run_state(tmp_path / "run")["iteration"] == 2
+    # The CLI, resuming the same run: stopped again (SIGINT at step 3), exit code 130, message on stderr.
+    argv = ["train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--phase", "arterial",
+            "--iterations", "4", "--batch-size", "2", "--width", "4", "--seed", "1", "--checkpoint-every", "100",
+            "--threads", "1", "--no-progress"]
+    monkeypatch.setattr(train_mod, "poly_lr", _signal_at(2, signal.SIGINT))
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert "s4c train: " in err and "stopped by SIGINT after iteration 3" in err and "resume" in err
+    assert load_run_state(tmp_path / "run")["iteration"] == 3
+    # A signal during the last step: the run is finished, nothing is raised.
+    monkeypatch.setattr(train_mod, "poly_lr", _signal_at(3, signal.SIGTERM))
+    resumed = train(TrainConfig(out=str(tmp_path / "run"), **common), progress=False)
+    a = torch.load(whole, weights_only=True)["state_dict"]
+    b = torch.load(resumed, weights_only=True)["state_dict"]
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
+    lines = (tmp_path / "run" / "train_log.csv").read_text().splitlines()
+    assert [ln.split(",")[0] for ln in lines] == ["iteration", "1", "2", "3", "4"]
+
+
+def test_stop_requests_installs_nothing_off_the_main_thread():
+    import signal
+    import threading
+
+    from s4c.training.stop import stop_requests
+
+    seen = {}
+
+    def worker():
+        with stop_requests() as stop:
+            seen["handler"], seen["flag"] = signal.getsignal(signal.SIGTERM), stop["signal"]
+
+    before = signal.getsignal(signal.SIGTERM)
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    assert seen == {"handler": before, "flag": 0}
+
+
 @pytest.mark.gpu
 def test_train_resumes_on_cuda(tmp_path):
     """A run stopped on the GPU resumes there (its state.pt holds the CPU RNG state next to CUDA weights)."""

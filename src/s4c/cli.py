@@ -10,6 +10,7 @@ from pathlib import Path
 
 from s4c import contract
 from s4c.labels import ARCHITECTURES, COMPARE_METHODS, DEFAULT_MODE, DEFAULT_STRIDE, MODES, ROI_MARGIN_MM
+from s4c.training.stop import TrainingStopped
 
 
 class CommandError(Exception):
@@ -632,6 +633,9 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(args.command, exc, exc.code)
     except (ValueError, FileNotFoundError) as exc:  # bad input named by the library (ScanError included)
         return _fail(args.command, exc, 2)
+    except TrainingStopped as exc:  # checkpointed; exits as a process ended by that signal does
+        print(f"s4c {args.command}: {exc}", file=sys.stderr)
+        return exc.exit_code
 
 
 def _fail(command: str, exc: BaseException, code: int) -> int:

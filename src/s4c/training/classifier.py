@@ -25,6 +25,7 @@ from s4c.checkpoint import ModelSpec, git_revision, load_checkpoint, save_checkp
 from s4c.inference.classifier import pad_to_multiple
 from s4c.preprocessing import Normalization
 from s4c.training.data import augment, jittered_roi, load_cohort
+from s4c.training.stop import TrainingStopped, stop_requests
 from s4c.training.train import TrainConfig, open_run, poly_lr
 
 
@@ -41,7 +42,8 @@ def region(case, rng: np.random.Generator, cfg: TrainConfig) -> np.ndarray:
 
 def train_classifier(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None] = print) -> Path:
     """Train the phase's classifier on the frozen segmenter ``cfg.init``; returns ``model.pt``'s path.
-    Resumes when ``state.pt`` exists."""
+    Resumes when ``state.pt`` exists. SIGTERM or SIGINT ends the run after the current step with a
+    checkpoint, then raises :class:`~s4c.training.stop.TrainingStopped`."""
     import torch  # the torch extra
 
     from s4c.network import PoolThreeClassifier  # imports torch
@@ -107,24 +109,29 @@ def train_classifier(cfg: TrainConfig, *, progress: bool = True, log: Callable[[
                    disable=not progress)
         model.train()
         t0 = time.perf_counter()
-        for it in range(start, cfg.iterations):
-            lr = poly_lr(cfg.lr, it, cfg.iterations, cfg.lr_power)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            label = int(rng.integers(2))
-            pool = by_class[label]
-            case = pool[int(rng.integers(len(pool)))]
-            x = norm.apply(pad_to_multiple(region(case, rng, cfg), norm.hu_min))
-            opt.zero_grad(set_to_none=True)
-            logits = model(torch.from_numpy(np.ascontiguousarray(x))[None, None].to(device))
-            loss = torch.nn.functional.cross_entropy(logits, torch.tensor([label], device=device))
-            loss.backward()
-            opt.step()
-            writer.writerow([it + 1, f"{float(loss.detach()):.5f}", f"{lr:.6g}", f"{time.perf_counter() - t0:.1f}"])
-            bar.update(1)
-            if (it + 1) % cfg.checkpoint_every == 0 or it + 1 == cfg.iterations:
-                fh.flush()
-                save(it + 1)
+        with stop_requests() as stop:
+            for it in range(start, cfg.iterations):
+                lr = poly_lr(cfg.lr, it, cfg.iterations, cfg.lr_power)
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                label = int(rng.integers(2))
+                pool = by_class[label]
+                case = pool[int(rng.integers(len(pool)))]
+                x = norm.apply(pad_to_multiple(region(case, rng, cfg), norm.hu_min))
+                opt.zero_grad(set_to_none=True)
+                logits = model(torch.from_numpy(np.ascontiguousarray(x))[None, None].to(device))
+                loss = torch.nn.functional.cross_entropy(logits, torch.tensor([label], device=device))
+                loss.backward()
+                opt.step()
+                writer.writerow([it + 1, f"{float(loss.detach()):.5f}", f"{lr:.6g}",
+                                 f"{time.perf_counter() - t0:.1f}"])
+                bar.update(1)
+                if (it + 1) % cfg.checkpoint_every == 0 or it + 1 == cfg.iterations or stop["signal"]:
+                    fh.flush()
+                    save(it + 1)
+                if stop["signal"] and it + 1 < cfg.iterations:
+                    bar.close()
+                    raise TrainingStopped(out, it + 1, stop["signal"])
         bar.close()
     if start >= cfg.iterations:
         save(start)

@@ -26,7 +26,6 @@ import csv
 import json
 import os
 import signal
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -42,6 +41,7 @@ from s4c.labels import ANY_PHASE, ARCHITECTURES, LOCATOR_SPACING, NUM_CLASSES, P
 from s4c.preprocessing import Normalization
 from s4c.training.data import SAMPLINGS, augment, load_cohort, sample_patch
 from s4c.training.loss import DEEP_SUPERVISION_WEIGHTS, LOSSES, training_loss
+from s4c.training.stop import TrainingStopped, stop_requests
 from s4c.viz import plot_curve
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -303,7 +303,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None]
     same weights after each step; BatchNorm statistics are each rank's own (as DDP does without
     SyncBatchNorm). Only rank 0 writes; ``state.pt`` holds every rank's stream, and a resumed run with
     the same number of ranks resumes each. SIGTERM or SIGINT ends the run after the current step with a
-    checkpoint (all ranks agree on the step).
+    checkpoint (all ranks agree on the step), then raises :class:`~s4c.training.stop.TrainingStopped`.
     """
     import torch  # the torch extra: the rest of the package imports without it
     import torch.distributed as tdist
@@ -401,53 +401,49 @@ def train(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None]
         if progress:
             bar = tqdm(total=cfg.iterations, initial=start, desc=f"train {cfg.phase}", unit="it")
     trace = os.environ.get(TRACE_ENV)
-    stop = {"signal": 0}
-    previous = {}
-    if threading.current_thread() is threading.main_thread():  # Python delivers signals to it only
-        previous = {sig: signal.signal(sig, lambda num, _frame: stop.update(signal=num))
-                    for sig in (signal.SIGTERM, signal.SIGINT)}
+    stopped = 0  # the signal that stopped the run early, if one did
     model.train()
     t_start = time.perf_counter()
     try:
-        for it in range(start, cfg.iterations):
-            lr = poly_lr(cfg.lr, it, cfg.iterations, cfg.lr_power)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            x, y = draw_batch(cfg, rng, cases, lesion_cases, normal_cases, local_batch, norm)
-            opt.zero_grad(set_to_none=True)
-            inputs = torch.from_numpy(x).to(device).contiguous(memory_format=fmt)
-            loss = training_loss(net(inputs), torch.from_numpy(y).to(device), cfg.loss,
-                                 class_weights=cfg.class_weights)
-            loss.backward()  # DDP averages the gradients over the ranks here
-            opt.step()
-            flags = torch.tensor([float(loss.detach()), float(stop["signal"] != 0)], device=device)
-            if dist.world > 1:
-                tdist.all_reduce(flags)  # the mean loss, and whether any rank was asked to stop
-                flags[0] /= dist.world
-            value, stopping = float(flags[0]), bool(flags[1] > 0)
-            if trace:
-                Path(trace).mkdir(parents=True, exist_ok=True)
-                torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()},
-                           Path(trace) / f"rank{dist.rank}_{it + 1:06d}.pt")
-            if writer is not None:
-                writer.writerow([it + 1, f"{value:.5f}", f"{lr:.6g}", f"{time.perf_counter() - t_start:.1f}"])
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.2e}")
-            snapshot = bool(cfg.snapshot_every) and (it + 1) % cfg.snapshot_every == 0
-            if (it + 1) % cfg.checkpoint_every == 0 or it + 1 == cfg.iterations or snapshot or stopping:
-                if log_fh is not None:
-                    log_fh.flush()
-                _save(out, model, opt, rng, it + 1, spec, dist)
-            if snapshot and dist.main:
-                (out / "snapshots").mkdir(exist_ok=True)
-                (out / "snapshots" / f"model_{it + 1:06d}.pt").write_bytes((out / "model.pt").read_bytes())
-            if stopping:
-                log(f"stopped by a signal after iteration {it + 1}; resume with the same command")
-                break
+        with stop_requests() as stop:
+            for it in range(start, cfg.iterations):
+                lr = poly_lr(cfg.lr, it, cfg.iterations, cfg.lr_power)
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                x, y = draw_batch(cfg, rng, cases, lesion_cases, normal_cases, local_batch, norm)
+                opt.zero_grad(set_to_none=True)
+                inputs = torch.from_numpy(x).to(device).contiguous(memory_format=fmt)
+                loss = training_loss(net(inputs), torch.from_numpy(y).to(device), cfg.loss,
+                                     class_weights=cfg.class_weights)
+                loss.backward()  # DDP averages the gradients over the ranks here
+                opt.step()
+                flags = torch.tensor([float(loss.detach()), float(stop["signal"] != 0)], device=device)
+                if dist.world > 1:
+                    tdist.all_reduce(flags)  # the mean loss, and whether any rank was asked to stop
+                    flags[0] /= dist.world
+                value, stopping = float(flags[0]), bool(flags[1] > 0)
+                if trace:
+                    Path(trace).mkdir(parents=True, exist_ok=True)
+                    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()},
+                               Path(trace) / f"rank{dist.rank}_{it + 1:06d}.pt")
+                if writer is not None:
+                    writer.writerow([it + 1, f"{value:.5f}", f"{lr:.6g}", f"{time.perf_counter() - t_start:.1f}"])
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.2e}")
+                snapshot = bool(cfg.snapshot_every) and (it + 1) % cfg.snapshot_every == 0
+                if (it + 1) % cfg.checkpoint_every == 0 or it + 1 == cfg.iterations or snapshot or stopping:
+                    if log_fh is not None:
+                        log_fh.flush()
+                    _save(out, model, opt, rng, it + 1, spec, dist)
+                if snapshot and dist.main:
+                    (out / "snapshots").mkdir(exist_ok=True)
+                    (out / "snapshots" / f"model_{it + 1:06d}.pt").write_bytes((out / "model.pt").read_bytes())
+                if stopping:  # a signal here, or on another rank
+                    if it + 1 < cfg.iterations:
+                        stopped, done_its = stop["signal"] or signal.SIGTERM, it + 1
+                    break
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         if log_fh is not None:
             log_fh.close()
         if bar is not None:
@@ -459,6 +455,8 @@ def train(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None]
     if dist.world > 1:
         tdist.barrier()  # rank 0's files are complete before any rank returns
     model.eval()
+    if stopped:
+        raise TrainingStopped(out, done_its, stopped)
     return out / "model.pt"
 
 
