@@ -9,6 +9,10 @@
 #   the mostly abnormal seed 5 cohort (60 + 400) with --lesion-fraction 0.4 --normal-fraction 0.35
 #   --lr 0.0005, 3,200 iterations; snapshots every 800, chosen on the seed 6 validation cohort
 #   (arterial 3,200, venous 1,600: benchmarks/results/default_model/balanced_run_seed5/pairs.md).
+# STAGE=3 (a trial, not embedded): both stage-2 segmenters (commit 0dc82f0) continued at a 2.0 mm grid
+#   (--spacing 2 2 2; the finest the roi-mode window targets allow, MODEL_CARD "Why stage 2 stays at
+#   2.5 mm") on the seed 5 cohort with stage 2's mix and learning rate, 2,400 iterations, snapshots
+#   every 400. The rules then count voxels of the 2.0 mm grid (the model's working grid).
 # Snapshots every 400 iterations feed scripts/learning_curve.py; the embedded segmenters are the
 # snapshots chosen on the validation cohort (seed 3), never on the evaluation cohort.
 set -euo pipefail
@@ -24,6 +28,20 @@ if [ "${STAGE:-1}" = 2 ]; then
     $S4C train --preset roi --data "$DATA" --phase "$phase" --out "$RUNS/bal_$phase" --iterations 3200 \
       --snapshot-every 800 --lesion-fraction 0.4 --normal-fraction 0.35 --lr 0.0005 --threads 1 --seed 3 \
       --init "$RUNS/stage1_$phase.pt" --no-progress > "$RUNS/bal_$phase.log" 2>&1 &
+  done
+  wait
+  echo "runs in $RUNS; choose snapshots with scripts/learning_curve.py on the validation cohort"
+  exit 0
+fi
+if [ "${STAGE:-1}" = 3 ]; then
+  DATA=${DATA:-build/train_seed5_cohort}
+  [ -f "$DATA/manifest.csv" ] || $S4C phantom --out "$DATA" --normal 60 --abnormal 400 --seed 5
+  mkdir -p "$RUNS"
+  for phase in arterial venous; do
+    [ -f "$RUNS/stage2_$phase.pt" ] || git show "0dc82f0:src/s4c/models/default_$phase.pt" > "$RUNS/stage2_$phase.pt"
+    $S4C train --preset roi --data "$DATA" --phase "$phase" --out "$RUNS/sp2_$phase" --iterations 2400 \
+      --snapshot-every 400 --checkpoint-every 100 --spacing 2 2 2 --lesion-fraction 0.4 --normal-fraction 0.35 \
+      --lr 0.0005 --threads 1 --seed 4 --init "$RUNS/stage2_$phase.pt" --no-progress > "$RUNS/sp2_$phase.log" 2>&1 &
   done
   wait
   echo "runs in $RUNS; choose snapshots with scripts/learning_curve.py on the validation cohort"
