@@ -19,34 +19,28 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 S4C=.venv/bin/s4c
 RUNS=${RUNS:-build/runs}
-if [ "${STAGE:-1}" = 2 ]; then
+# continue NAME INIT_COMMIT ARGS...: both segmenters of INIT_COMMIT, continued on the seed 5 cohort with
+# stage 2's patch mix and learning rate, side by side, one thread each.
+continue_stage() {
+  local name=$1 commit=$2 phase
+  shift 2
   DATA=${DATA:-build/train_seed5_cohort}
   [ -f "$DATA/manifest.csv" ] || $S4C phantom --out "$DATA" --normal 60 --abnormal 400 --seed 5
   mkdir -p "$RUNS"
   for phase in arterial venous; do
-    [ -f "$RUNS/stage1_$phase.pt" ] || git show "09a9f2e:src/s4c/models/default_$phase.pt" > "$RUNS/stage1_$phase.pt"
-    $S4C train --preset roi --data "$DATA" --phase "$phase" --out "$RUNS/bal_$phase" --iterations 3200 \
-      --snapshot-every 800 --lesion-fraction 0.4 --normal-fraction 0.35 --lr 0.0005 --threads 1 --seed 3 \
-      --init "$RUNS/stage1_$phase.pt" --no-progress > "$RUNS/bal_$phase.log" 2>&1 &
+    [ -f "$RUNS/init_${commit}_$phase.pt" ] || git show "$commit:src/s4c/models/default_$phase.pt" > "$RUNS/init_${commit}_$phase.pt"
+    $S4C train --preset roi --data "$DATA" --phase "$phase" --out "$RUNS/${name}_$phase" --lesion-fraction 0.4 \
+      --normal-fraction 0.35 --lr 0.0005 --threads 1 --init "$RUNS/init_${commit}_$phase.pt" --no-progress "$@" \
+      > "$RUNS/${name}_$phase.log" 2>&1 &
   done
   wait
   echo "runs in $RUNS; choose snapshots with scripts/learning_curve.py on the validation cohort"
-  exit 0
-fi
-if [ "${STAGE:-1}" = 3 ]; then
-  DATA=${DATA:-build/train_seed5_cohort}
-  [ -f "$DATA/manifest.csv" ] || $S4C phantom --out "$DATA" --normal 60 --abnormal 400 --seed 5
-  mkdir -p "$RUNS"
-  for phase in arterial venous; do
-    [ -f "$RUNS/stage2_$phase.pt" ] || git show "0dc82f0:src/s4c/models/default_$phase.pt" > "$RUNS/stage2_$phase.pt"
-    $S4C train --preset roi --data "$DATA" --phase "$phase" --out "$RUNS/sp2_$phase" --iterations 2400 \
-      --snapshot-every 400 --checkpoint-every 100 --spacing 2 2 2 --lesion-fraction 0.4 --normal-fraction 0.35 \
-      --lr 0.0005 --threads 1 --seed 4 --init "$RUNS/stage2_$phase.pt" --no-progress > "$RUNS/sp2_$phase.log" 2>&1 &
-  done
-  wait
-  echo "runs in $RUNS; choose snapshots with scripts/learning_curve.py on the validation cohort"
-  exit 0
-fi
+}
+case "${STAGE:-1}" in
+  2) continue_stage bal 09a9f2e --iterations 3200 --snapshot-every 800 --seed 3; exit 0 ;;
+  3) continue_stage sp2 0dc82f0 --iterations 2400 --snapshot-every 400 --checkpoint-every 100 --spacing 2 2 2 \
+       --seed 4; exit 0 ;;
+esac
 DATA=${DATA:-build/train_roi_cohort}
 [ -f "$DATA/manifest.csv" ] || $S4C phantom --out "$DATA" --normal 60 --abnormal 100 --seed 4
 mkdir -p "$RUNS"
