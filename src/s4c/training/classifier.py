@@ -109,6 +109,7 @@ def train_classifier(cfg: TrainConfig, *, progress: bool = True, log: Callable[[
                    disable=not progress)
         model.train()
         t0 = time.perf_counter()
+        stopped: TrainingStopped | None = None
         with stop_requests() as stop:
             for it in range(start, cfg.iterations):
                 lr = poly_lr(cfg.lr, it, cfg.iterations, cfg.lr_power)
@@ -130,9 +131,11 @@ def train_classifier(cfg: TrainConfig, *, progress: bool = True, log: Callable[[
                     fh.flush()
                     save(it + 1)
                 if stop["signal"] and it + 1 < cfg.iterations:
-                    bar.close()
-                    raise TrainingStopped(out, it + 1, stop["signal"])
+                    stopped = TrainingStopped(out, it + 1, stop["signal"])
+                    break
         bar.close()
+    if stopped is not None:
+        raise stopped
     if start >= cfg.iterations:
         save(start)
     return out / "model.pt"

@@ -401,7 +401,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None]
         if progress:
             bar = tqdm(total=cfg.iterations, initial=start, desc=f"train {cfg.phase}", unit="it")
     trace = os.environ.get(TRACE_ENV)
-    stopped = 0  # the signal that stopped the run early, if one did
+    stopped: TrainingStopped | None = None  # raised once every rank is done, when a signal ended the run
     model.train()
     t_start = time.perf_counter()
     try:
@@ -441,7 +441,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None]
                     (out / "snapshots" / f"model_{it + 1:06d}.pt").write_bytes((out / "model.pt").read_bytes())
                 if stopping:  # a signal here, or on another rank
                     if it + 1 < cfg.iterations:
-                        stopped, done_its = stop["signal"] or signal.SIGTERM, it + 1
+                        stopped = TrainingStopped(out, it + 1, stop["signal"] or signal.SIGTERM)
                     break
     finally:
         if log_fh is not None:
@@ -455,8 +455,8 @@ def train(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None]
     if dist.world > 1:
         tdist.barrier()  # rank 0's files are complete before any rank returns
     model.eval()
-    if stopped:
-        raise TrainingStopped(out, done_its, stopped)
+    if stopped is not None:
+        raise stopped
     return out / "model.pt"
 
 
